@@ -1,0 +1,95 @@
+"""The codec interface and the errors every part of the library raises."""
+
+from __future__ import annotations
+
+import numbers
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+# Codec names end up in database rows, URLs and file names.
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class CodecError(ValueError):
+    """Bad input to the codec library: unknown setting, bad level, unusable image."""
+
+
+class UnknownCodec(CodecError):
+    """A codec name that is not registered."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Codec(ABC):
+    """One image codec with a single integer quality knob.
+
+    ``level`` is the knob: quality for JPEG/WebP, compression ratio for
+    JPEG 2000. ``higher_is_better`` says which way it points, so that callers
+    can order settings from worst to best without knowing the codec.
+    """
+
+    name: str
+    label: str
+    level_name: str
+    level_min: int
+    level_max: int
+    higher_is_better: bool = True
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if not _NAME_PATTERN.match(self.name):
+            raise CodecError(
+                f"codec name {self.name!r} must be lower-case letters, digits, '-' or '_'"
+            )
+        if not self.level_min <= self.level_max:
+            raise CodecError(
+                f"codec {self.name}: level_min {self.level_min} > level_max {self.level_max}"
+            )
+
+    @abstractmethod
+    def version(self) -> str:
+        """The implementation behind the codec, e.g. "Pillow 12.0.0 / libjpeg-turbo 3.0.4"."""
+
+    @abstractmethod
+    def encode(self, image: np.ndarray, level: int) -> bytes:
+        """Compress an H×W×3 uint8 RGB image at ``level``."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decompress bytes made by :meth:`encode` to an H×W×3 uint8 RGB image."""
+
+    def available(self) -> bool:
+        """Whether this process can run the codec (library built in, device present)."""
+        return True
+
+    def describe_range(self) -> str:
+        direction = (
+            "higher means better quality" if self.higher_is_better else "higher means lower quality"
+        )
+        return f"{self.level_min} to {self.level_max} ({direction})"
+
+    def validate_level(self, level: object) -> int:
+        # bool is an int subclass, and True as a quality is always a mistake.
+        if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+            raise CodecError(
+                f"{self.name} {self.level_name} must be an integer from "
+                f"{self.describe_range()}, got {level!r}"
+            )
+        if not self.level_min <= level <= self.level_max:
+            raise CodecError(
+                f"{self.name} {self.level_name} must be from {self.describe_range()}, got {level}"
+            )
+        return int(level)
+
+
+def check_rgb_image(image: object) -> np.ndarray:
+    """Return ``image`` as a C-contiguous H×W×3 uint8 array, or raise CodecError."""
+    if not isinstance(image, np.ndarray):
+        raise CodecError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise CodecError(f"image must have shape (height, width, 3), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise CodecError(f"image must be uint8, got {image.dtype}")
+    return np.ascontiguousarray(image)

@@ -1,0 +1,287 @@
+"""Fit DPL weights to 2AFC votes, and score metrics against them (REFERENCE.md §1, §3).
+
+Pipeline: ``compute_features`` runs the frozen trunk once per (reference, distorted) pair
+and caches phi (N x 1152). Because d = w . phi, ``fit_weights`` then trains only the 1152
+non-negative weights (plus, for the ranking loss, the tiny judge network G) on those cached
+vectors, which takes seconds on a CPU.
+
+This module does not import Django.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from analytics.dpl import DPL, N_FEATURES, to_tensor
+
+__all__ = [
+    "FitResult",
+    "compute_features",
+    "fit_weights",
+    "score_2afc",
+    "human_ceiling",
+    "split_by_group",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------
+
+
+def _as_batch(images, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W x 3 arrays go through ``to_tensor``; float tensors in [-1, 1] pass."""
+    if torch.is_tensor(images) and images.is_floating_point():
+        return images.to(device)
+    return to_tensor(np.asarray(images)).to(device)
+
+
+def compute_features(
+    net: DPL,
+    refs,
+    dists,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """phi(ref_i, dist_i) for every pair, float32 array (N, 1152).
+
+    ``refs``/``dists``: uint8 arrays N x H x W x 3 (or float tensors N x 3 x H x W in
+    [-1, 1]) of equal shape. Runs in batches under ``torch.no_grad()`` on CUDA when
+    available, else CPU (the model is moved there). ``progress(done, total)`` is called after
+    every batch.
+    """
+    n = len(refs)
+    if len(dists) != n:
+        raise ValueError(f"{n} references but {len(dists)} distorted images")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = net.to(device).eval()
+    out = np.empty((n, N_FEATURES), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = _as_batch(refs[start:stop], device)
+            y = _as_batch(dists[start:stop], device)
+            out[start:stop] = net.features_diff(x, y).float().cpu().numpy()
+            if progress is not None:
+                progress(stop, n)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    weights: np.ndarray  # (1152,), float32, all >= 0
+    loss_history: list[float] = field(default_factory=list)  # mean training loss per epoch
+    epochs: int = 0
+
+
+class JudgeNet(nn.Module):
+    """G of LPIPS (``lpips.Dist2LogitLayer``): from (d0, d1, d0-d1, d0/(d1+eps), d1/(d0+eps))
+    through 5 -> 32 -> 32 -> 1 with LeakyReLU(0.2); returns the logit of P(p1 chosen)
+    (the sigmoid is folded into BCEWithLogits for numerical stability)."""
+
+    def __init__(self, chn_mid: int = 32, eps: float = 0.1) -> None:
+        super().__init__()
+        self.eps = eps
+        self.model = nn.Sequential(
+            nn.Linear(5, chn_mid),
+            nn.LeakyReLU(0.2),
+            nn.Linear(chn_mid, chn_mid),
+            nn.LeakyReLU(0.2),
+            nn.Linear(chn_mid, 1),
+        )
+
+    def forward(self, d0: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
+        e = self.eps
+        x = torch.stack((d0, d1, d0 - d1, d0 / (d1 + e), d1 / (d0 + e)), dim=1)
+        return self.model(x).squeeze(1)
+
+
+def _epoch_lr(lr: float, epoch: int, epochs: int) -> float:
+    """LPIPS schedule (train.py): the first ceil(epochs/2) epochs at ``lr``; then after each
+    further epoch the rate drops by lr/n_decay, so epoch k of the decay phase (1-based) runs at
+    lr * (1 - (k-1)/n_decay): for 10 epochs 1,1,1,1,1, 1,.8,.6,.4,.2."""
+    n_decay = epochs // 2
+    n_const = epochs - n_decay
+    if epoch < n_const or n_decay == 0:
+        return lr
+    return lr * (1.0 - (epoch - n_const) / n_decay)
+
+
+def fit_weights(
+    phi0: np.ndarray,
+    phi1: np.ndarray,
+    judge: np.ndarray,
+    *,
+    loss: str = "rank",
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 50,
+    seed: int = 0,
+    init: np.ndarray | None = None,
+) -> FitResult:
+    """Fit non-negative w so that d0 = phi0 . w, d1 = phi1 . w agree with the votes.
+
+    ``judge``: fraction of raters that chose p1 (REFERENCE.md §1), in [0, 1].
+
+    ``loss="rank"``: the LPIPS ranking loss, BCE(judge, sigmoid(G(d0, d1))) with G a
+    5->32->32->1 network trained jointly with w (``JudgeNet``).
+    ``loss="logistic"``: P(p1 chosen) = sigmoid(s * (d0 - d1)) with one learned scale
+    s = exp(log_s) > 0 (initialised so that s * std(d0 - d1) = 1).
+
+    Both: Adam with betas (0.5, 0.999) and mini-batches of 50 as LPIPS; after every step
+    w is clamped to >= 0; the LPIPS schedule of a constant rate for the first half of the
+    epochs then a linear decay (``_epoch_lr``). ``init`` is the starting w (e.g. the
+    backbone's own heads, ``net.weights()``); default all ones.
+
+    Learning rate: LPIPS uses 1e-4 while it also backpropagates through images; here only
+    1152 weights (plus G's ~1.3k) see cached vectors, so we default to 1e-3, which moves a
+    weight of order 0.1 appreciably within the 2000 steps of 10k triplets x 10 epochs. The
+    LPIPS dropout (0.5 before each 1x1 layer) acts on per-pixel differences that we have
+    already averaged away, so it is not reproduced.
+    """
+    if loss not in ("rank", "logistic"):
+        raise ValueError(f"loss must be 'rank' or 'logistic', got {loss!r}")
+    phi0_t = torch.as_tensor(np.asarray(phi0, dtype=np.float32))
+    phi1_t = torch.as_tensor(np.asarray(phi1, dtype=np.float32))
+    judge_t = torch.as_tensor(np.asarray(judge, dtype=np.float32)).reshape(-1)
+    n = phi0_t.shape[0]
+    if phi0_t.ndim != 2 or phi0_t.shape != phi1_t.shape or judge_t.shape[0] != n:
+        raise ValueError(
+            f"shapes disagree: phi0 {tuple(phi0_t.shape)}, phi1 {tuple(phi1_t.shape)}, "
+            f"judge {tuple(judge_t.shape)}"
+        )
+    if n == 0:
+        raise ValueError("no triplets to fit")
+    if not ((judge_t >= 0) & (judge_t <= 1)).all():
+        raise ValueError("judge values must lie in [0, 1]")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be >= 1")
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g_net = JudgeNet() if loss == "rank" else None
+
+    w0 = np.ones(phi0_t.shape[1], np.float32) if init is None else np.asarray(init, np.float32)
+    if w0.shape != (phi0_t.shape[1],):
+        raise ValueError(f"init must have shape ({phi0_t.shape[1]},), got {w0.shape}")
+    w = nn.Parameter(torch.from_numpy(w0.copy()).clamp_(min=0))
+
+    params: list[torch.Tensor] = [w]
+    if g_net is not None:
+        params += list(g_net.parameters())
+        log_s = None
+    else:
+        with torch.no_grad():
+            spread = float(((phi0_t - phi1_t) @ w).std()) if n > 1 else 0.0
+        log_s = nn.Parameter(torch.tensor(-math.log(spread) if spread > 1e-12 else 0.0))
+        params.append(log_s)
+
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    history: list[float] = []
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = _epoch_lr(lr, epoch, epochs)
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            d0 = phi0_t[idx] @ w
+            d1 = phi1_t[idx] @ w
+            if g_net is not None:
+                logit = g_net(d0, d1)
+            else:
+                logit = log_s.exp() * (d0 - d1)
+            batch_loss = bce(logit, judge_t[idx])
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            with torch.no_grad():
+                w.clamp_(min=0)
+            total += batch_loss.item() * len(idx)
+        history.append(total / n)
+
+    return FitResult(weights=w.detach().numpy().astype(np.float32).copy(), loss_history=history, epochs=epochs)
+
+
+# --------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------
+
+
+def score_2afc(d0, d1, judge) -> float:
+    """2AFC score (LPIPS ``score_2afc_dataset``; REFERENCE.md §1):
+    mean((d0<d1)(1-g) + (d1<d0)g + 0.5(d0==d1)), g = fraction that chose p1.
+    The expected agreement of the metric with one random rater."""
+    d0 = np.asarray(d0, dtype=np.float64).reshape(-1)
+    d1 = np.asarray(d1, dtype=np.float64).reshape(-1)
+    g = np.asarray(judge, dtype=np.float64).reshape(-1)
+    if not (d0.shape == d1.shape == g.shape):
+        raise ValueError(f"shapes disagree: {d0.shape}, {d1.shape}, {g.shape}")
+    if d0.size == 0:
+        raise ValueError("no triplets to score")
+    s = (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
+    return float(s.mean())
+
+
+def human_ceiling(n_p0, n_p1) -> float:
+    """Mean human-human agreement (REFERENCE.md §1): per triplet the chance that two
+    random raters agree, g^2 + (1-g)^2. With n = n0 + n1 votes, plugging g = n1/n into that
+    is biased upwards (a single vote "agrees with itself"); we use the leave-one-out estimate
+
+        (n1 (n1 - 1) + n0 (n0 - 1)) / (n (n - 1)),
+
+    the fraction of ordered pairs of *distinct* raters that agree, which is unbiased for
+    g^2 + (1-g)^2. Triplets with n < 2 carry no information about agreement and are
+    ignored; if none has n >= 2 the result is nan. (A metric that always sides with the
+    majority scores mean(max(g, 1-g)) in ``score_2afc``, which can exceed this ceiling.)
+    """
+    n0 = np.asarray(n_p0, dtype=np.float64).reshape(-1)
+    n1 = np.asarray(n_p1, dtype=np.float64).reshape(-1)
+    if n0.shape != n1.shape:
+        raise ValueError(f"shapes disagree: {n0.shape}, {n1.shape}")
+    if (n0 < 0).any() or (n1 < 0).any():
+        raise ValueError("vote counts must be >= 0")
+    n = n0 + n1
+    keep = n >= 2
+    if not keep.any():
+        return float("nan")
+    n0, n1, n = n0[keep], n1[keep], n[keep]
+    return float(np.mean((n1 * (n1 - 1) + n0 * (n0 - 1)) / (n * (n - 1))))
+
+
+def split_by_group(groups, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train/test boolean masks over triplets such that no group (source image id) is in
+    both. ``round(test_fraction * n_groups)`` whole groups (at least 1, at most n_groups - 1
+    when there are >= 2 groups) go to test, chosen at random with ``seed``; with a single
+    group everything is train."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1:
+        groups = groups.reshape(-1)
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError("test_fraction must be in [0, 1]")
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    k = len(uniq)
+    if k < 2:
+        train = np.ones(len(groups), dtype=bool)
+        return train, ~train
+    n_test = int(min(max(round(test_fraction * k), 1), k - 1))
+    rng = np.random.default_rng(seed)
+    test_groups = np.zeros(k, dtype=bool)
+    test_groups[rng.permutation(k)[:n_test]] = True
+    test = test_groups[inverse]
+    return ~test, test

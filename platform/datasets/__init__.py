@@ -1,0 +1,1 @@
+"""Datasets: exports of a study's stimuli and votes in the formats researchers load."""

@@ -1,0 +1,221 @@
+"""What a study is made of.
+
+A study has source images and codec conditions (codec × level). Generation cuts
+reference patches from each source, encodes the whole (cropped) source once per
+condition, and cuts the stimuli from the decoded image at the reference
+patches' positions, so bits per pixel are those of a real-sized encode.
+Triplets pair two stimuli of the same reference patch.
+"""
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+from django.utils.text import slugify
+
+import twoafc_codecs
+
+
+def _completion_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        GENERATING = "generating", "Generating"
+        READY = "ready", "Ready for rating"
+        FAILED = "failed", "Generation failed"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True, blank=True)
+    description = models.TextField(blank=True)
+    patch_size = models.PositiveIntegerField(default=64)
+    patches_per_image = models.PositiveIntegerField(default=8)
+    crop_size = models.PositiveIntegerField(
+        default=512,
+        null=True,
+        blank=True,
+        help_text="Codecs encode this centre crop of each source (blank: the whole image). "
+        "Never a lone patch: at 64×64 a codec's headers dominate the bits.",
+    )
+    votes_per_triplet = models.PositiveIntegerField(default=3)
+    trials_per_session = models.PositiveIntegerField(default=20)
+    completion_code = models.CharField(max_length=32, default=_completion_code)
+    seed = models.PositiveIntegerField(default=0, help_text="Seeds patch positions.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:80] or secrets.token_hex(4)
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        if self.patch_size < 8 or self.patch_size > 512:
+            raise ValidationError({"patch_size": "Patch size must be between 8 and 512 pixels."})
+        if self.crop_size and self.crop_size < self.patch_size:
+            raise ValidationError({"crop_size": "The crop must be at least one patch wide."})
+        if self.votes_per_triplet < 1:
+            raise ValidationError({"votes_per_triplet": "At least one vote per triplet."})
+
+    def get_absolute_url(self) -> str:
+        return reverse("rating:rate", args=[self.slug])
+
+    @property
+    def latest_job(self):
+        return self.generation_jobs.order_by("-created_at").first()
+
+
+class SourceImage(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="sources")
+    name = models.CharField(max_length=200)
+    image = models.ImageField(upload_to="sources/")
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "sha256"], name="unique_source_per_study")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Condition(models.Model):
+    """One codec at one setting of its quality knob."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
+    # No model-level choices: the codec registry grows without migrations; clean() checks it.
+    codec = models.CharField(max_length=40)
+    level = models.IntegerField(help_text="The codec's quality knob (its range is checked).")
+
+    class Meta:
+        ordering = ["codec", "level"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "codec", "level"], name="unique_condition")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.codec}@{self.level}"
+
+    def clean(self):
+        try:
+            twoafc_codecs.validate_setting(self.codec, self.level)
+        except twoafc_codecs.CodecError as error:
+            raise ValidationError(str(error)) from None
+
+
+class Encoding(models.Model):
+    """One whole-source encode: its bytes are kept so any stimulus can be re-decoded and checked."""
+
+    source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="encodings")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="encodings")
+    data = models.FileField(upload_to="encodings/")
+    bpp = models.FloatField()
+    num_bytes = models.PositiveIntegerField()
+    codec_version = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "condition"], name="unique_encoding")
+        ]
+
+
+class ReferencePatch(models.Model):
+    source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="patches")
+    y = models.PositiveIntegerField(help_text="Top edge, in the encoded crop's coordinates.")
+    x = models.PositiveIntegerField(help_text="Left edge, in the encoded crop's coordinates.")
+    image = models.ImageField(upload_to="patches/")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "y", "x"], name="unique_patch_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} @({self.y},{self.x})"
+
+
+class Stimulus(models.Model):
+    """A distorted patch. Codec, level and bpp are copied here so a dataset row stands alone."""
+
+    patch = models.ForeignKey(ReferencePatch, on_delete=models.CASCADE, related_name="stimuli")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="stimuli")
+    encoding = models.ForeignKey(Encoding, on_delete=models.CASCADE, related_name="stimuli")
+    image = models.ImageField(upload_to="stimuli/")
+    codec = models.CharField(max_length=40)
+    level = models.IntegerField()
+    bpp = models.FloatField(help_text="Bits per pixel of the whole encode the patch was cut from.")
+    codec_version = models.CharField(max_length=200)
+
+    class Meta:
+        verbose_name_plural = "stimuli"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["patch", "condition"], name="unique_stimulus")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.codec}@{self.level} of patch {self.patch_id}"
+
+
+class Triplet(models.Model):
+    """Reference patch plus two of its stimuli: p0 and p1 as in BAPPS."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="triplets")
+    patch = models.ForeignKey(ReferencePatch, on_delete=models.CASCADE, related_name="triplets")
+    p0 = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    p1 = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    # Trials handed out for this triplet; the assignment engine keeps it below
+    # the study's votes_per_triplet under a row lock.
+    assigned = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["p0", "p1"], name="unique_triplet"),
+        ]
+        indexes = [models.Index(fields=["study", "assigned"])]
+
+    def __str__(self) -> str:
+        return f"triplet {self.pk}"
+
+
+class GenerationJob(models.Model):
+    """Progress of one generation run; Celery tasks update it, the admin shows it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="generation_jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.study} generation: {self.done}/{self.total} {self.status}"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.done}/{self.total}"

@@ -1,0 +1,19 @@
+"""The JSON API (django-ninja); its OpenAPI schema is served at /api/openapi.json."""
+from django.core.exceptions import ValidationError
+from ninja import NinjaAPI
+
+from rating.api import router as rating_router
+from rating.services import RatingError
+
+api = NinjaAPI(title="twoafc", version="1", urls_namespace="api")
+api.add_router("/", rating_router)
+
+
+@api.exception_handler(RatingError)
+def rating_error(request, error: RatingError):
+    return api.create_response(request, {"detail": str(error)}, status=error.status)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, error: ValidationError):
+    return api.create_response(request, {"detail": " ".join(error.messages)}, status=400)

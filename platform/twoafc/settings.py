@@ -1,0 +1,171 @@
+"""Settings for twoafc, read from environment variables only.
+
+The embedded default needs no server: SQLite and media under ``TWOAFC_DATA_DIR``
+(``var/`` in the checkout) and Celery over kombu's filesystem transport.
+With ``DATABASE_URL`` and ``REDIS_URL`` the same code runs on PostgreSQL and
+Redis; with ``AWS_STORAGE_BUCKET_NAME`` media goes to S3 through django-storages.
+"""
+from pathlib import Path
+
+import dj_database_url
+
+from .env import envbool, envint, envlist, envstr
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(envstr("TWOAFC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # SQLite cannot create its folder
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envstr("SECRET_KEY", "twoafc-insecure-development-key-change-me-in-production")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# Pseudonymous rater ids in exports are HMACs under this key, so they cannot be
+# reversed to crowd ids by whoever downloads a dataset.
+PSEUDONYM_KEY = envstr("TWOAFC_PSEUDONYM_KEY", SECRET_KEY)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "studies",
+    "rating",
+    "datasets",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "twoafc.urls"
+WSGI_APPLICATION = "twoafc.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = envstr("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            # The web process and the worker write to the same file: WAL lets
+            # readers run beside a writer, IMMEDIATE avoids lock upgrades that
+            # fail under contention, and the timeout waits instead of erroring.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+            "TEST": {"NAME": envstr("TWOAFC_TEST_SQLITE", "") or None},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+MEDIA_URL = "/media/"
+MEDIA_ROOT = DATA_DIR / "media"
+
+_s3_bucket = envstr("AWS_STORAGE_BUCKET_NAME")
+STORAGES = {
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": _s3_bucket,
+                "endpoint_url": envstr("AWS_S3_ENDPOINT_URL") or None,
+                "region_name": envstr("AWS_S3_REGION_NAME") or None,
+                "querystring_auth": envbool("AWS_QUERYSTRING_AUTH", True),
+            },
+        }
+        if _s3_bucket
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Without collectstatic (demo, tests) WhiteNoise serves straight from static/.
+WHITENOISE_USE_FINDERS = True
+# Serve media from Django itself on the embedded default (demo, tests); a real
+# deployment puts S3 or a web server in front instead.
+SERVE_MEDIA = envbool("TWOAFC_SERVE_MEDIA", not _s3_bucket)
+
+# Uploads: the pixel limit is checked from the header, before pixels are decoded.
+MAX_UPLOAD_PIXELS = envint("TWOAFC_MAX_UPLOAD_PIXELS", 40_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("TWOAFC_MAX_UPLOAD_BYTES", 64 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+
+# --- Celery -----------------------------------------------------------------
+_redis_url = envstr("REDIS_URL")
+BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or _redis_url or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+# Job state lives in database rows; Celery keeps no results.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+# A worker killed mid-task must not lose the task: acknowledge after running,
+# and requeue when the worker process is lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ROUTES = {
+    "studies.tasks.*": {"queue": "cpu"},
+    "analytics.tasks.*": {"queue": "cpu"},
+    "datasets.tasks.*": {"queue": "cpu"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Rating -------------------------------------------------------------------
+PROLIFIC_COMPLETE_URL = envstr(
+    "TWOAFC_PROLIFIC_COMPLETE_URL", "https://app.prolific.com/submissions/complete?cc={code}"
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "WARNING")},
+}

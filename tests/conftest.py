@@ -1,0 +1,78 @@
+"""Shared fixtures: studies built from scikit-image's bundled photos through the real pipeline."""
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def photo_png(name: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(getattr(skdata, name)())).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path_factory):
+    """Each test writes media and models under its own temporary folder."""
+    root = tmp_path_factory.mktemp("data")
+    settings.MEDIA_ROOT = str(root / "media")
+    settings.DATA_DIR = root
+
+
+@pytest.fixture
+def eager_celery():
+    """Run .delay() inline, for unit tests that need no worker process."""
+    from twoafc.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = previous
+
+
+def make_study(*, photos=PHOTOS[:2], conditions=(("jpeg", 10), ("jpeg", 50), ("webp", 30)), **fields):
+    from studies import services
+    from studies.models import Condition, Study
+
+    defaults = {"name": "Test study", "patch_size": 64, "patches_per_image": 3, "crop_size": 256,
+                "votes_per_triplet": 2, "trials_per_session": 10}  # fmt: skip
+    study = Study.objects.create(**{**defaults, **fields})
+    for photo in photos:
+        services.add_source_image(study, photo_png(photo), f"{photo}.png")
+    for codec, level in conditions:
+        Condition.objects.create(study=study, codec=codec, level=level)
+    return study
+
+
+def generate(study, django_capture_on_commit_callbacks):
+    """Run the whole generation pipeline inline (Celery eager mode)."""
+    from studies import services, tasks
+    from twoafc.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+    finally:
+        app.conf.task_always_eager = previous
+    study.refresh_from_db()
+    job.refresh_from_db()
+    return job
+
+
+@pytest.fixture
+def ready_study(db, django_capture_on_commit_callbacks):
+    """A READY study: 2 photos × 3 patches × 3 conditions = 18 triplets, 10 trials per session."""
+    study = make_study()
+    generate(study, django_capture_on_commit_callbacks)
+    assert study.status == study.Status.READY, study.latest_job.error
+    return study
+
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
