@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "twoafc",  # project-wide commands: demo
     "studies",
     "rating",
     "datasets",
@@ -120,6 +121,7 @@ STORAGES = {
 }
 # Without collectstatic (demo, tests) WhiteNoise serves straight from static/.
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 # Serve media from Django itself on the embedded default (demo, tests); a real
 # deployment puts S3 or a web server in front instead.
 SERVE_MEDIA = envbool("TWOAFC_SERVE_MEDIA", not _s3_bucket)
@@ -132,12 +134,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 # --- Celery -----------------------------------------------------------------
 _redis_url = envstr("REDIS_URL")
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or _redis_url or "filesystem://"
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or _redis_url or "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 # Job state lives in database rows; Celery keeps no results.
@@ -168,4 +171,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "WARNING")},
+    # Refused votes and full studies are answered with a 4xx and a message; not worth a log line.
+    "loggers": {"django.request": {"level": "ERROR"}},
 }

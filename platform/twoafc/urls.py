@@ -13,7 +13,12 @@ urlpatterns = [
     path("", include("analytics.urls")),
 ]
 
+
+
+def serve_media(request, path):
+    # MEDIA_ROOT is read per request, so a changed setting (tests) is honoured.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.SERVE_MEDIA:
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
-    ]
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve_media)]

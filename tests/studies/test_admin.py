@@ -1,0 +1,101 @@
+"""Configuring a study in the admin: uploads are checked, bad input stores nothing, Generate shows progress."""
+import io
+import os
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from PIL import Image
+
+from studies import services
+from studies.models import Condition, GenerationJob, SourceImage, Study
+from tests.conftest import photo_png
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def study():
+    return Study.objects.create(name="Admin study", patches_per_image=2, crop_size=128)
+
+
+def stored_files(settings) -> list[str]:
+    return [name for _, _, names in os.walk(settings.MEDIA_ROOT) for name in names]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"GIF87a? not really", "not an image"),
+        (photo_png("astronaut")[:5000], "corrupt"),
+        (b"hello, world", "not an image"),
+    ],
+)
+def test_a_bad_upload_is_refused_and_nothing_is_stored(study, settings, data, message):
+    with pytest.raises(ValidationError, match=message):
+        services.add_source_image(study, data, "bad.png")
+    assert not SourceImage.objects.exists()
+    assert stored_files(settings) == []
+
+
+def test_an_upload_over_the_pixel_limit_is_refused(study, settings):
+    settings.MAX_UPLOAD_PIXELS = 100_000
+    with pytest.raises(ValidationError, match="pixels"):
+        services.add_source_image(study, photo_png("astronaut"), "big.png")
+    assert not SourceImage.objects.exists()
+
+
+def test_an_image_smaller_than_the_crop_is_refused(study):
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100), "gray").save(buffer, format="PNG")
+    with pytest.raises(ValidationError, match="small"):
+        services.add_source_image(study, buffer.getvalue(), "small.png")
+
+
+def test_the_same_image_twice_is_refused(study):
+    services.add_source_image(study, photo_png("astronaut"), "a.png")
+    with pytest.raises(ValidationError, match="already"):
+        services.add_source_image(study, photo_png("astronaut"), "b.png")
+    assert SourceImage.objects.count() == 1
+
+
+def test_an_unknown_codec_is_a_clear_error():
+    condition = Condition(study=Study.objects.create(name="s"), codec="bpg", level=30)
+    with pytest.raises(ValidationError, match="unknown codec 'bpg'.*jpeg"):
+        condition.clean()
+
+
+def test_admin_upload_then_generate_shows_progress(admin_client, study, eager_celery, django_capture_on_commit_callbacks):
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if name != "upload_images"}
+    data = {name: "" if value is None else value for name, value in data.items()}
+    data.update({
+        "conditions-TOTAL_FORMS": "2", "conditions-INITIAL_FORMS": "0",
+        "conditions-0-codec": "jpeg", "conditions-0-level": "20",
+        "conditions-1-codec": "webp", "conditions-1-level": "60",
+        "sources-TOTAL_FORMS": "0", "sources-INITIAL_FORMS": "0",
+        "upload_images": [io.BytesIO(photo_png("chelsea")), io.BytesIO(b"not an image")],
+    })  # fmt: skip
+    data["upload_images"][0].name, data["upload_images"][1].name = "chelsea.png", "junk.png"
+    response = admin_client.post(url, data, follow=True)
+    assert response.status_code == 200
+    assert "junk.png: not an image" in response.content.decode().lower()  # the refused file is named
+    assert [s.name for s in study.sources.all()] == ["chelsea.png"]
+    assert study.conditions.count() == 2
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:studies_study_generate", args=[study.pk]), follow=True)
+    page = response.content.decode()
+    assert "Generation started" in page
+    job = GenerationJob.objects.get(study=study)
+    assert (job.status, job.done, job.total) == ("done", 2, 2)
+    assert "Done: 2/2 chunks" in page or "Done: 2/2 chunks" in admin_client.get(url).content.decode()
+    assert study.triplets.count() == 2  # 2 patches × C(2, 2)
+
+
+def test_generate_without_conditions_explains_why(admin_client, study):
+    services.add_source_image(study, photo_png("chelsea"), "chelsea.png")
+    response = admin_client.post(reverse("admin:studies_study_generate", args=[study.pk]), follow=True)
+    assert "at least two codec conditions" in response.content.decode()
+    assert not GenerationJob.objects.exists()
