@@ -5,7 +5,7 @@ Every error answers ``{"detail": "..."}`` with a 4xx status.
 import uuid
 
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from studies.models import Study
 
@@ -99,7 +99,7 @@ def start_session(request, slug: str, payload: SessionIn):
     session = services.start_session(
         study, payload.participant_id, request.headers.get("User-Agent", "")
     )
-    return 201, _session_out(session)
+    return Status(201, _session_out(session))
 
 
 @router.get("/sessions/{token}", response={200: SessionOut, **ERRORS})
@@ -127,7 +127,7 @@ def post_vote(request, token: uuid.UUID, payload: VoteIn):
         "answered": answered,
         "total": session.trials.count(),
     }
-    return (201 if result.created else 200), body
+    return Status(201 if result.created else 200, body)
 
 
 @router.post("/sessions/{token}/finish", response={200: CompletionOut, **ERRORS})
