@@ -5,6 +5,7 @@
 standard-library modules), so they go on sys.path here, as pytest and the
 installed package see them.
 """
+
 import os
 import sys
 from pathlib import Path

@@ -1,13 +1,19 @@
 """Shared fixtures: studies built from scikit-image's bundled photos through the real pipeline."""
+
 import io
 import os
 
 import numpy as np
 import pytest
+from django.core.servers import basehttp
 from PIL import Image
 from skimage import data as skdata
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+# The live server writes headers and body separately; with Nagle's algorithm on,
+# every response then waits out the client's delayed ACK (~40 ms).
+basehttp.WSGIRequestHandler.disable_nagle_algorithm = True
 
 
 def photo_png(name: str) -> bytes:
@@ -35,7 +41,9 @@ def eager_celery():
     app.conf.task_always_eager = previous
 
 
-def make_study(*, photos=PHOTOS[:2], conditions=(("jpeg", 10), ("jpeg", 50), ("webp", 30)), **fields):
+def make_study(
+    *, photos=PHOTOS[:2], conditions=(("jpeg", 10), ("jpeg", 50), ("webp", 30)), **fields
+):
     from studies import services
     from studies.models import Condition, Study
 

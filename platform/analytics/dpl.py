@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from analytics.lpips_format import load_lpips_weights
+
 __all__ = [
     "BACKBONES",
     "CHANNELS",
@@ -52,7 +54,7 @@ BACKBONES = ("stlpips-alex", "alex", "random")
     "shift_tolerant", filter_size=3)``: the first convolution has stride 1, and every
     downsampling step is a 3x3 binomial blur [1,2,1]x[1,2,1]/16 with reflect padding 2 and
     stride 2 (max-pools have stride 1). Its own trained linear heads ``lin0..lin4`` are the
-    initial weights. Works offline; this is the default for real studies.
+    initial weights. Works offline; the recommended backbone.
 "alex"
     The torchvision AlexNet trunk (``features[0:12]``) with ImageNet weights, the trunk of the
     original LPIPS. The weights are read ONLY from the local file
@@ -264,7 +266,9 @@ class DPL(nn.Module):
             if t.ndim != 4 or t.shape[1] != 3:
                 raise ValueError(f"expected N x 3 x H x W, got {tuple(t.shape)}")
         if x.shape != y.shape:
-            raise ValueError(f"both images must have the same shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+            raise ValueError(
+                f"both images must have the same shape: {tuple(x.shape)} vs {tuple(y.shape)}"
+            )
 
     def features_diff(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """phi(x, y), shape (N, 1152): per channel, the spatial mean of the squared difference
@@ -359,7 +363,9 @@ def _torchvision_trunk_state(path: Path) -> dict[str, torch.Tensor]:
         for p in ("weight", "bias"):
             key = f"features.{i}.{p}"
             if key not in sd:
-                raise BackboneUnavailable(f"{path} is not a torchvision AlexNet state dict (no {key})")
+                raise BackboneUnavailable(
+                    f"{path} is not a torchvision AlexNet state dict (no {key})"
+                )
             out[f"slice{k}.{i}.{p}"] = sd[key]
     return out
 
@@ -387,8 +393,6 @@ def load_dpl(backbone: str, *, weights: str | Path | None = None, seed: int = 0)
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
 
     if weights is not None:
-        from analytics.lpips_format import load_lpips_weights
-
         model.set_weights(load_lpips_weights(weights))
     model.requires_grad_(False)
     return model.eval()
@@ -406,4 +410,3 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
         raise ValueError(f"expected N x H x W x 3 uint8, got shape {a.shape}")
     t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
-

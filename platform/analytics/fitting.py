@@ -281,7 +281,9 @@ def human_ceiling(n_p0, n_p1) -> float:
     return float(np.mean((n1 * (n1 - 1) + n0 * (n0 - 1)) / (n * (n - 1))))
 
 
-def split_by_group(groups, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_by_group(
+    groups, test_fraction: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Train/test boolean masks over triplets such that no group (source image id) is in
     both. ``round(test_fraction * n_groups)`` whole groups (at least 1, at most n_groups - 1
     when there are >= 2 groups) go to test, chosen at random with ``seed``; with a single

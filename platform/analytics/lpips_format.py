@@ -8,6 +8,10 @@ An lpips AlexNet weight file is a state dict with exactly five tensors::
 ``save_lpips_weights`` loads with ``lpips.LPIPS(net="alex", model_path=FILE)`` and gives the
 same distances as our DPL on the same trunk.
 
+The file holds heads only, not which trunk produced the phi they were fitted on: weights
+fitted on the "stlpips-alex" trunk are meaningless on lpips' torchvision trunk, so keep the
+backbone name next to the file.
+
 ``lpips`` loads with ``strict=False``: wrong keys are silently ignored and the heads stay
 random. ``load_lpips_weights`` is strict instead and raises ``ValueError``.
 

@@ -48,7 +48,10 @@ def ssim_distance(ref, dist) -> np.ndarray:
     data_range=255, its default 7x7 window)."""
     a, b = _pairs(ref, dist)
     return np.array(
-        [1.0 - structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b, strict=True)],
+        [
+            1.0 - structural_similarity(x, y, channel_axis=-1, data_range=255)
+            for x, y in zip(a, b, strict=True)
+        ],
         dtype=np.float64,
     )
 

@@ -4,6 +4,7 @@ Triplets are split by source image, so no reference is both fitted and scored.
 Features φ(ref, stimulus) are computed once per stimulus, not once per triplet:
 d is linear in the weights (REFERENCE.md §3), so each triplet only indexes them.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -5,6 +5,7 @@ Layout (REFERENCE.md §2): ``<dir>/<split>/<category>/{ref,p0,p1}/<id>.png`` and
 zero-padded so every folder sorts the same way; the loader pairs files by
 sorted order. Splits are by source image, so no reference is in both.
 """
+
 import csv
 import json
 import os
@@ -26,12 +27,13 @@ VOTE_COLUMNS = [
 
 
 def source_split(source_ids: list[int], val_fraction: float = 0.25) -> dict[int, str]:
-    """Every n-th source goes to val (at least one when there are two or more)."""
+    """Spread sources over train and val by id: every k-th goes to val, at least one of two or more."""
     ordered = sorted(set(source_ids))
     if len(ordered) < 2:
         return {sid: "train" for sid in ordered}
-    step = max(2, round(1 / val_fraction))
-    return {sid: ("val" if i % step == step - 1 else "train") for i, sid in enumerate(ordered)}
+    n_val = max(1, round(len(ordered) * val_fraction))
+    val = set(ordered[:: max(1, len(ordered) // n_val)][:n_val])
+    return {sid: ("val" if sid in val else "train") for sid in ordered}
 
 
 def export_bapps(study: Study, out_dir: str | Path) -> dict:
@@ -66,7 +68,11 @@ def _write_export(study: Study, root: Path) -> dict:
         stem = f"{counters[split]:06d}"
         counters[split] += 1
         folder = root / split / category
-        for name, field in (("ref", triplet.patch.image), ("p0", triplet.p0.image), ("p1", triplet.p1.image)):
+        for name, field in (
+            ("ref", triplet.patch.image),
+            ("p0", triplet.p0.image),
+            ("p1", triplet.p1.image),
+        ):
             (folder / name).mkdir(parents=True, exist_ok=True)
             with field.open("rb") as src, open(folder / name / f"{stem}.png", "wb") as dst:
                 shutil.copyfileobj(src, dst)

@@ -1,4 +1,5 @@
 """Staff download page: the BAPPS export of a study as a zip, streamed from disk."""
+
 import shutil
 import tempfile
 from pathlib import Path

@@ -2,6 +2,7 @@
 
 Every error answers ``{"detail": "..."}`` with a 4xx status.
 """
+
 import uuid
 
 from django.shortcuts import get_object_or_404

@@ -3,6 +3,7 @@
 A vote is keyed twice: by its trial (one vote per trial) and by the id the
 client generated, so a retried POST finds the vote it already made.
 """
+
 import hashlib
 import hmac
 import uuid
@@ -73,7 +74,9 @@ class Vote(models.Model):
     client_id = models.UUIDField(unique=True)
     side = models.CharField(max_length=5, choices=Side.choices)
     chose_p1 = models.BooleanField()
-    rt_ms = models.FloatField(help_text="From the images being shown to the response (performance.now()).")
+    rt_ms = models.FloatField(
+        help_text="From the images being shown to the response (performance.now())."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

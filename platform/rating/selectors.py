@@ -1,4 +1,5 @@
 """Reads over votes, shared by exports and analytics."""
+
 from django.db.models import Count, Q, QuerySet
 
 from studies.models import Study, Triplet

@@ -5,6 +5,7 @@ each from a different session, under a row lock (``SELECT … FOR UPDATE SKIP
 LOCKED`` on PostgreSQL; SQLite serialises writers). Votes are idempotent on the
 client's id, so a retried POST never makes a second vote.
 """
+
 import hashlib
 import random
 import uuid
@@ -34,7 +35,9 @@ def rater_hash(study: Study, participant_id: str) -> str:
     return hashlib.sha256(f"{study.pk}:{participant_id}".encode()).hexdigest()
 
 
-def start_session(study: Study, participant_id: str | None = None, user_agent: str = "") -> RaterSession:
+def start_session(
+    study: Study, participant_id: str | None = None, user_agent: str = ""
+) -> RaterSession:
     """Open a session (or resume the participant's open one) with its trials assigned."""
     if study.status != Study.Status.READY:
         raise RatingError("This study is not open for rating.", status=409)
@@ -65,7 +68,9 @@ def _claim_triplets(study: Study, count: int) -> list[int]:
     open_triplets = Triplet.objects.filter(study=study, assigned__lt=study.votes_per_triplet)
     if connection.features.has_select_for_update_skip_locked:
         open_triplets = open_triplets.select_for_update(skip_locked=True)
-    candidates = list(open_triplets.order_by("assigned", "?").values_list("pk", "patch_id")[: count * 4])
+    candidates = list(
+        open_triplets.order_by("assigned", "?").values_list("pk", "patch_id")[: count * 4]
+    )
     chosen, seen_patches, rest = [], set(), []
     for triplet_id, patch_id in candidates:
         if patch_id in seen_patches:
@@ -86,7 +91,13 @@ class RecordedVote:
 
 
 def record_vote(
-    session: RaterSession, *, index: int, triplet_id: int, side: str, client_id: uuid.UUID, rt_ms: float
+    session: RaterSession,
+    *,
+    index: int,
+    triplet_id: int,
+    side: str,
+    client_id: uuid.UUID,
+    rt_ms: float,
 ) -> RecordedVote:
     """Store one vote. A replay of the same client id returns the stored vote unchanged."""
     replay = _replayed(session, client_id, index)

@@ -5,6 +5,7 @@ shift-tolerant LPIPS network (REFERENCE.md §4), which was fitted to human 2AFC
 judgements, with a logistic choice rule. It only ever sees what a browser sees:
 the image URLs the API hands out.
 """
+
 import io
 import random
 import threading
@@ -40,7 +41,10 @@ class SimulatedObserver:
         d_right = compute_features(self.net, refs, rights) @ self.net.weights()
         contrast = (d_right - d_left) / (d_right + d_left + 1e-9)
         p_left = 1.0 / (1.0 + np.exp(-self.sharpness * contrast))
-        return ["left" if u < p else "right" for u, p in zip(self.rng.random(len(p_left)), p_left)]
+        return [
+            "left" if u < p else "right"
+            for u, p in zip(self.rng.random(len(p_left)), p_left, strict=False)
+        ]
 
 
 @dataclass
@@ -64,7 +68,9 @@ class ApiClient:
         return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
-def rate_one_session(client: ApiClient, slug: str, participant_id: str, observer: SimulatedObserver) -> tuple[int, str | None]:
+def rate_one_session(
+    client: ApiClient, slug: str, participant_id: str, observer: SimulatedObserver
+) -> tuple[int, str | None]:
     """Run one rater from start to completion code. Returns (votes cast, code), or (0, None) when full."""
     response = client.post(f"/studies/{slug}/sessions", {"participant_id": participant_id})
     if response.status_code in (409, 410):
@@ -74,10 +80,11 @@ def rate_one_session(client: ApiClient, slug: str, participant_id: str, observer
     todo = [trial for trial in session["trials"] if not trial["answered"]]
     if todo:
         refs, lefts, rights = (
-            np.stack([client.image(trial[key]) for trial in todo]) for key in ("reference", "left", "right")
+            np.stack([client.image(trial[key]) for trial in todo])
+            for key in ("reference", "left", "right")
         )
         sides = observer.choose(refs, lefts, rights)
-        for trial, side in zip(todo, sides):
+        for trial, side in zip(todo, sides, strict=False):
             vote = {
                 "index": trial["index"],
                 "triplet": trial["triplet"],
@@ -91,13 +98,17 @@ def rate_one_session(client: ApiClient, slug: str, participant_id: str, observer
     return len(todo), finished.json()["completion_code"]
 
 
-def simulate_raters(base_url: str, slug: str, raters: int, *, sharpness: float = 8.0, seed: int = 0) -> BotResult:
+def simulate_raters(
+    base_url: str, slug: str, raters: int, *, sharpness: float = 8.0, seed: int = 0
+) -> BotResult:
     """Drive up to ``raters`` sessions; stops early when the study is full."""
     observer = SimulatedObserver(sharpness=sharpness, seed=seed)
     client = ApiClient(base_url)
     result = BotResult()
     for number in range(raters):
-        votes, code = rate_one_session(client, slug, f"bot-{seed}-{number}-{uuid.uuid4().hex[:8]}", observer)
+        votes, code = rate_one_session(
+            client, slug, f"bot-{seed}-{number}-{uuid.uuid4().hex[:8]}", observer
+        )
         if code is None:
             break
         result.sessions += 1
@@ -107,6 +118,10 @@ def simulate_raters(base_url: str, slug: str, raters: int, *, sharpness: float =
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # wsgiref writes headers and body separately; with Nagle on, each response
+    # waits out the client's delayed ACK (about 40 ms on Linux).
+    disable_nagle_algorithm = True
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
 
@@ -121,7 +136,11 @@ def local_server():
     from django.core.wsgi import get_wsgi_application
 
     server = make_server(
-        "127.0.0.1", 0, get_wsgi_application(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        "127.0.0.1",
+        0,
+        get_wsgi_application(),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,4 +1,5 @@
 """The rater page. All of its data comes from the JSON API in rating.api."""
+
 from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study

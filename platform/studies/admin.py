@@ -1,4 +1,5 @@
 """Admin for configuring studies: sources, codec conditions, and a Generate button with progress."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -58,7 +59,8 @@ class MultipleImageField(forms.FileField):
 
 class StudyForm(forms.ModelForm):
     upload_images = MultipleImageField(
-        required=False, help_text="Add source images (PNG, JPEG, …). Each is checked before it is stored."
+        required=False,
+        help_text="Add source images (PNG, JPEG, …). Each is checked before it is stored.",
     )
 
     class Meta:
@@ -74,7 +76,10 @@ class StudyAdmin(admin.ModelAdmin):
     inlines = [ConditionInline, SourceImageInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "status"]}),
-        ("Stimuli", {"fields": ["patch_size", "patches_per_image", "crop_size", "seed", "upload_images"]}),
+        (
+            "Stimuli",
+            {"fields": ["patch_size", "patches_per_image", "crop_size", "seed", "upload_images"]},
+        ),
         ("Rating", {"fields": ["votes_per_triplet", "trials_per_session", "completion_code"]}),
         ("Progress", {"fields": ["generation_progress", "rater_link", "results_link"]}),
     ]
@@ -94,7 +99,11 @@ class StudyAdmin(admin.ModelAdmin):
         if job is None:
             return "not started"
         text = f"{job.get_status_display()}: {job.progress} chunks"
-        return format_html("{}<br><span style='color:#b00'>{}</span>", text, job.error) if job.error else text
+        return (
+            format_html("{}<br><span style='color:#b00'>{}</span>", text, job.error)
+            if job.error
+            else text
+        )
 
     @admin.display(description="Rater URL")
     def rater_link(self, study):
@@ -108,7 +117,11 @@ class StudyAdmin(admin.ModelAdmin):
         if not study.pk:
             return "-"
         url = reverse("analytics:results", args=[study.slug])
-        return format_html("<a href='{}'>results</a> · <a href='{}'>download</a>", url, reverse("datasets:download", args=[study.slug]))
+        return format_html(
+            "<a href='{}'>results</a> · <a href='{}'>download</a>",
+            url,
+            reverse("datasets:download", args=[study.slug]),
+        )
 
     def get_urls(self):
         custom = [

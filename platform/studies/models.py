@@ -6,6 +6,7 @@ condition, and cuts the stimuli from the decoded image at the reference
 patches' positions, so bits per pixel are those of a real-sized encode.
 Triplets pair two stimuli of the same reference patch.
 """
+
 import secrets
 
 from django.core.exceptions import ValidationError

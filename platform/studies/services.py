@@ -5,6 +5,7 @@ writes its Encoding and all its Stimulus rows in one transaction, so an
 Encoding row exists exactly when its chunk is complete; progress is counted
 from those rows, which makes every step safe to re-run after a worker dies.
 """
+
 import hashlib
 import io
 import itertools
@@ -134,7 +135,11 @@ def _cut_reference_patches(study: Study, source: SourceImage) -> None:
         return
     crop = twoafc_codecs.center_crop(load_pixels(source.image), study.crop_size)
     positions = twoafc_codecs.patch_positions(
-        crop.shape[0], crop.shape[1], study.patch_size, study.patches_per_image, study.seed + source.pk
+        crop.shape[0],
+        crop.shape[1],
+        study.patch_size,
+        study.patches_per_image,
+        study.seed + source.pk,
     )
     stored = []
     try:
@@ -142,7 +147,11 @@ def _cut_reference_patches(study: Study, source: SourceImage) -> None:
             for y, x in positions:
                 patch = ReferencePatch(source=source, y=y, x=x)
                 pixels = twoafc_codecs.cut_patch(crop, y, x, study.patch_size)
-                patch.image.save(f"{study.slug}/ref_{source.pk}_{y}_{x}.png", ContentFile(png_bytes(pixels)), save=False)
+                patch.image.save(
+                    f"{study.slug}/ref_{source.pk}_{y}_{x}.png",
+                    ContentFile(png_bytes(pixels)),
+                    save=False,
+                )
                 stored.append(patch.image.name)
                 patch.save()
     except IntegrityError:
@@ -176,7 +185,9 @@ def encode_chunk(job_id: int, source_id: int, condition_id: int) -> bool:
             stored.append(encoding.data.name)
             encoding.save()
             for patch in patches:
-                pixels = twoafc_codecs.cut_patch(encoded.decoded, patch.y, patch.x, study.patch_size)
+                pixels = twoafc_codecs.cut_patch(
+                    encoded.decoded, patch.y, patch.x, study.patch_size
+                )
                 stimulus = Stimulus(
                     patch=patch,
                     condition=condition,
@@ -186,7 +197,9 @@ def encode_chunk(job_id: int, source_id: int, condition_id: int) -> bool:
                     bpp=encoded.bpp,
                     codec_version=encoded.version,
                 )
-                stimulus.image.save(f"{stem}_{patch.pk}.png", ContentFile(png_bytes(pixels)), save=False)
+                stimulus.image.save(
+                    f"{stem}_{patch.pk}.png", ContentFile(png_bytes(pixels)), save=False
+                )
                 stored.append(stimulus.image.name)
                 stimulus.save()
     except IntegrityError:
@@ -206,10 +219,9 @@ def _delete_files(names: list[str]) -> None:
 def record_progress(job_id: int) -> bool:
     """Recount finished chunks from the database. Returns True when every chunk is done."""
     job = GenerationJob.objects.select_related("study").get(pk=job_id)
-    done = Encoding.objects.filter(
-        source__study=job.study, condition__study=job.study
-    ).count()
-    GenerationJob.objects.filter(pk=job_id).update(done=min(done, job.total))
+    done = Encoding.objects.filter(source__study=job.study, condition__study=job.study).count()
+    # Chunks finish concurrently: never let a slower count overwrite a newer one.
+    GenerationJob.objects.filter(pk=job_id, done__lt=done).update(done=min(done, job.total))
     return job.total > 0 and done >= job.total
 
 
@@ -217,9 +229,13 @@ def finish_generation(job_id: int) -> int:
     """Pair the stimuli of each reference patch into triplets; returns how many exist."""
     job = GenerationJob.objects.select_related("study").get(pk=job_id)
     study = job.study
-    stimuli = Stimulus.objects.filter(patch__source__study=study).order_by("patch_id", "condition_id")
+    stimuli = Stimulus.objects.filter(patch__source__study=study).order_by(
+        "patch_id", "condition_id"
+    )
     triplets = []
-    for patch_id, group in itertools.groupby(stimuli.values("pk", "patch_id"), key=lambda s: s["patch_id"]):
+    for patch_id, group in itertools.groupby(
+        stimuli.values("pk", "patch_id"), key=lambda s: s["patch_id"]
+    ):
         for first, second in itertools.combinations([s["pk"] for s in group], 2):
             triplets.append(Triplet(study=study, patch_id=patch_id, p0_id=first, p1_id=second))
     Triplet.objects.bulk_create(triplets, ignore_conflicts=True, batch_size=1000)
@@ -246,4 +262,3 @@ def study_counts(study: Study) -> dict:
         "triplets": study.triplets.count(),
         "votes": Vote.objects.filter(trial__triplet__study=study).count(),
     }
-

@@ -3,6 +3,7 @@
 Chunks are idempotent and acknowledged late, so a worker killed mid-chunk
 leaves the chunk on the queue and its re-run writes each stimulus once.
 """
+
 from celery import shared_task
 from django.db import transaction
 

@@ -1,4 +1,5 @@
 """The JSON API (django-ninja); its OpenAPI schema is served at /api/openapi.json."""
+
 from django.core.exceptions import ValidationError
 from ninja import NinjaAPI
 

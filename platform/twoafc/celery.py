@@ -1,4 +1,5 @@
 """The Celery application. Workers start with ``celery -A twoafc worker -Q cpu``."""
+
 import os
 
 from celery import Celery

@@ -1,4 +1,5 @@
 """``twoafc-manage``: manage.py for the installed package."""
+
 import os
 import sys
 

@@ -4,6 +4,7 @@ Every step reuses what an earlier run left: the study, its stimuli and its votes
 Generation runs in a real Celery worker process over kombu's filesystem broker;
 votes come from bots that rate through the HTTP API.
 """
+
 import os
 import shutil
 import subprocess
@@ -73,7 +74,9 @@ def worker_command(concurrency: int = 2) -> list[str]:
 
 def child_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(SOURCE_ROOTS + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(SOURCE_ROOTS + [env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env.setdefault("DJANGO_SETTINGS_MODULE", "twoafc.settings")
     return env
 
@@ -95,7 +98,9 @@ def generate(study: Study, worker: subprocess.Popen, timeout_s: float = 900) -> 
         if worker.poll() is not None:
             raise RuntimeError(f"the Celery worker exited with code {worker.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"generation did not finish in {timeout_s:.0f} s ({job.progress} chunks)")
+            raise RuntimeError(
+                f"generation did not finish in {timeout_s:.0f} s ({job.progress} chunks)"
+            )
         time.sleep(0.5)
 
 

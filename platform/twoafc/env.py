@@ -2,6 +2,7 @@
 
 A bad value fails loudly at start-up rather than at first use.
 """
+
 import os
 
 from django.core.exceptions import ImproperlyConfigured

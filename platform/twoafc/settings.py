@@ -5,6 +5,7 @@ The embedded default needs no server: SQLite and media under ``TWOAFC_DATA_DIR``
 With ``DATABASE_URL`` and ``REDIS_URL`` the same code runs on PostgreSQL and
 Redis; with ``AWS_STORAGE_BUCKET_NAME`` media goes to S3 through django-storages.
 """
+
 from pathlib import Path
 
 import dj_database_url
@@ -82,7 +83,8 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
-            "TEST": {"NAME": envstr("TWOAFC_TEST_SQLITE", "") or None},
+            # A file, not memory: a worker process in the integration tests opens it too.
+            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -133,7 +135,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 # --- Celery -----------------------------------------------------------------
 _redis_url = envstr("REDIS_URL")
-BROKER_DIR = DATA_DIR / "broker"
+BROKER_DIR = Path(envstr("TWOAFC_BROKER_DIR", str(DATA_DIR / "broker")))
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or _redis_url or "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -142,6 +144,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        "polling_interval": 0.2,  # the default second per poll dominates small generations
     }
 # Job state lives in database rows; Celery keeps no results.
 CELERY_RESULT_BACKEND = None

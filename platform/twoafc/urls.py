@@ -14,7 +14,6 @@ urlpatterns = [
 ]
 
 
-
 def serve_media(request, path):
     # MEDIA_ROOT is read per request, so a changed setting (tests) is honoured.
     return serve(request, path, document_root=settings.MEDIA_ROOT)

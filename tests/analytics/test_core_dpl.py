@@ -116,7 +116,9 @@ def test_distance_equals_lpips_on_photo_patches(lpips_and_ours):
 def test_wrong_key_file_is_silently_ignored_by_lpips_but_rejected_by_us(tmp_path):
     bad = tmp_path / "bad.pth"
     # A typical mistake: the Dropout index left out, so lpips' strict=False skips every key.
-    torch.save({f"lin{i}.model.0.weight": torch.ones(1, c, 1, 1) for i, c in enumerate(CHANNELS)}, bad)
+    torch.save(
+        {f"lin{i}.model.0.weight": torch.ones(1, c, 1, 1) for i, c in enumerate(CHANNELS)}, bad
+    )
     theirs = lpips_model(pretrained=True, pnet_rand=True, model_path=str(bad))  # no error...
     assert not torch.all(theirs.lin0.model[1].weight == 1)  # ...and the weights stay random
     with pytest.raises(ValueError, match="lin0.model.1.weight"):
@@ -162,7 +164,9 @@ def test_stlpips_architecture_blurpool_and_tap_sizes(stlpips):
     filters = [k for k in stlpips.state_dict() if k.endswith(".filt")]
     assert filters == ["net.slice1.1.filt", "net.slice2.4.filt", "net.slice3.8.filt"]
     for k in filters:
-        assert torch.equal(stlpips.state_dict()[k][:, 0], binomial.expand(len(stlpips.state_dict()[k]), 3, 3))
+        assert torch.equal(
+            stlpips.state_dict()[k][:, 0], binomial.expand(len(stlpips.state_dict()[k]), 3, 3)
+        )
     assert stlpips.net.slice1[0].stride == (1, 1)  # conv1 at stride 1, then blur-pool /2
     with torch.no_grad():
         taps = stlpips.net(torch.zeros(1, 3, 64, 64))
@@ -175,7 +179,9 @@ def test_stlpips_distance_sanity_on_photos(stlpips):
     x = to_tensor(ref)
     with torch.no_grad():
         assert torch.equal(stlpips(x, x), torch.zeros(len(ref)))
-        noisy = [stlpips(x, to_tensor(gaussian_noise(ref, s))).mean().item() for s in (3, 8, 20, 50)]
+        noisy = [
+            stlpips(x, to_tensor(gaussian_noise(ref, s))).mean().item() for s in (3, 8, 20, 50)
+        ]
         jpegs = [stlpips(x, to_tensor(jpeg(ref, q))).mean().item() for q in (90, 50, 20, 5)]
         y = to_tensor(gaussian_noise(ref, 10))
         torch.testing.assert_close(stlpips(x, y), stlpips(y, x))  # symmetric

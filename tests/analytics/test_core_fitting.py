@@ -83,7 +83,9 @@ def test_compute_features_matches_model_and_reports_progress():
     refs = np.stack([img[i : i + 64, 2 * i : 2 * i + 64] for i in range(0, 70, 10)])
     dists = np.clip(refs.astype(int) + 20, 0, 255).astype(np.uint8)
     calls = []
-    phi = compute_features(model, refs, dists, batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    phi = compute_features(
+        model, refs, dists, batch_size=3, progress=lambda d, t: calls.append((d, t))
+    )
     assert phi.shape == (7, 1152) and phi.dtype == np.float32
     assert calls == [(3, 7), (6, 7), (7, 7)]
     with torch.no_grad():
@@ -114,7 +116,11 @@ def synthetic():
 
     f0, f1 = draw(10_000)
     t0, t1 = draw(3000)
-    return hidden, (f0, f1, _simulate_votes(f0, f1, hidden, rng)), (t0, t1, _simulate_votes(t0, t1, hidden, rng))
+    return (
+        hidden,
+        (f0, f1, _simulate_votes(f0, f1, hidden, rng)),
+        (t0, t1, _simulate_votes(t0, t1, hidden, rng)),
+    )
 
 
 @pytest.mark.parametrize("loss", ["rank", "logistic"])
@@ -196,5 +202,6 @@ def test_fit_starts_from_init_and_is_deterministic(synthetic):
 
 def test_lr_schedule_follows_lpips():
     # LPIPS train.py: nepoch=5 at the base rate, nepoch_decay=5 (rate drops after each).
-    assert [round(_epoch_lr(1.0, e, 10), 6) for e in range(10)] == [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+    rates = [round(_epoch_lr(1.0, e, 10), 6) for e in range(10)]
+    assert rates == [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
     assert _epoch_lr(1.0, 0, 1) == 1.0

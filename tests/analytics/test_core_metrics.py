@@ -9,7 +9,13 @@ import torch
 from skimage import data as skdata
 
 from analytics.dpl import BackboneUnavailable, load_dpl, to_tensor
-from analytics.metrics import METRICS, lpips_distance, lpips_trunk_checkpoint, psnr_distance, ssim_distance
+from analytics.metrics import (
+    METRICS,
+    lpips_distance,
+    lpips_trunk_checkpoint,
+    psnr_distance,
+    ssim_distance,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +108,12 @@ def test_lpips_uses_the_local_trunk_file_and_matches_dpl(tmp_path, monkeypatch):
     got = lpips_distance(ref, dist)
     assert got.shape == (3,) and (got > 0).all()
 
-    heads = Path(importlib.util.find_spec("lpips").submodule_search_locations[0]) / "weights" / "v0.1" / "alex.pth"
+    heads = (
+        Path(importlib.util.find_spec("lpips").submodule_search_locations[0])
+        / "weights"
+        / "v0.1"
+        / "alex.pth"
+    )
     ours = load_dpl("alex", weights=heads)
     with torch.no_grad():
         expected = ours(to_tensor(ref), to_tensor(dist)).double().numpy()

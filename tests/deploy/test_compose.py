@@ -1,4 +1,5 @@
 """No Docker engine runs here, so check what compose would run: every command exists in the project."""
+
 import importlib
 import importlib.util
 import re
@@ -34,7 +35,9 @@ def test_app_services_only_set_variables_the_settings_read():
         env = COMPOSE["services"][service]["environment"]
         assert {"DATABASE_URL", "REDIS_URL"} <= set(env)
         for name in env:
-            assert re.search(rf'env\w*\("{name}"', source), f"{service} sets {name}, which settings never read"
+            assert re.search(rf'env\w*\("{name}"', source), (
+                f"{service} sets {name}, which settings never read"
+            )
 
 
 def test_every_command_names_an_entry_point_that_exists():

@@ -1,4 +1,5 @@
 """Configuring a study in the admin: uploads are checked, bad input stores nothing, Generate shows progress."""
+
 import io
 import os
 
@@ -65,7 +66,9 @@ def test_an_unknown_codec_is_a_clear_error():
         condition.clean()
 
 
-def test_admin_upload_then_generate_shows_progress(admin_client, study, eager_celery, django_capture_on_commit_callbacks):
+def test_admin_upload_then_generate_shows_progress(
+    admin_client, study, eager_celery, django_capture_on_commit_callbacks
+):
     url = reverse("admin:studies_study_change", args=[study.pk])
     form = admin_client.get(url).context["adminform"].form
     data = {name: form[name].value() for name in form.fields if name != "upload_images"}
@@ -80,22 +83,30 @@ def test_admin_upload_then_generate_shows_progress(admin_client, study, eager_ce
     data["upload_images"][0].name, data["upload_images"][1].name = "chelsea.png", "junk.png"
     response = admin_client.post(url, data, follow=True)
     assert response.status_code == 200
-    assert "junk.png: not an image" in response.content.decode().lower()  # the refused file is named
+    assert (
+        "junk.png: not an image" in response.content.decode().lower()
+    )  # the refused file is named
     assert [s.name for s in study.sources.all()] == ["chelsea.png"]
     assert study.conditions.count() == 2
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse("admin:studies_study_generate", args=[study.pk]), follow=True)
+        response = admin_client.post(
+            reverse("admin:studies_study_generate", args=[study.pk]), follow=True
+        )
     page = response.content.decode()
     assert "Generation started" in page
     job = GenerationJob.objects.get(study=study)
     assert (job.status, job.done, job.total) == ("done", 2, 2)
-    assert "Done: 2/2 chunks" in page or "Done: 2/2 chunks" in admin_client.get(url).content.decode()
+    assert (
+        "Done: 2/2 chunks" in page or "Done: 2/2 chunks" in admin_client.get(url).content.decode()
+    )
     assert study.triplets.count() == 2  # 2 patches × C(2, 2)
 
 
 def test_generate_without_conditions_explains_why(admin_client, study):
     services.add_source_image(study, photo_png("chelsea"), "chelsea.png")
-    response = admin_client.post(reverse("admin:studies_study_generate", args=[study.pk]), follow=True)
+    response = admin_client.post(
+        reverse("admin:studies_study_generate", args=[study.pk]), follow=True
+    )
     assert "at least two codec conditions" in response.content.decode()
     assert not GenerationJob.objects.exists()

@@ -1,4 +1,5 @@
 """Generation: whole-image encodes, patches cut from the decode, exact bpp, triplets per patch."""
+
 import io
 import itertools
 
@@ -39,7 +40,9 @@ def test_bpp_is_measured_from_the_bytes_of_the_whole_encode(ready_study):
 
 
 def test_patches_are_cut_from_the_decoded_whole_image(ready_study):
-    stimulus = Stimulus.objects.filter(patch__source__study=ready_study, codec="jpeg", level=10).first()
+    stimulus = Stimulus.objects.filter(
+        patch__source__study=ready_study, codec="jpeg", level=10
+    ).first()
     decoded = twoafc_codecs.get_codec("jpeg").decode(stimulus.encoding.data.read())
     patch = stimulus.patch
     expected = decoded[patch.y : patch.y + 64, patch.x : patch.x + 64]
@@ -48,7 +51,10 @@ def test_patches_are_cut_from_the_decoded_whole_image(ready_study):
 
 
 def test_lower_quality_gives_fewer_bits(ready_study):
-    bpp = {e.condition.level: e.bpp for e in Encoding.objects.filter(condition__codec="jpeg", source__name="astronaut.png")}
+    bpp = {
+        e.condition.level: e.bpp
+        for e in Encoding.objects.filter(condition__codec="jpeg", source__name="astronaut.png")
+    }
     assert bpp[10] < bpp[50]
 
 
@@ -58,7 +64,10 @@ def test_triplets_pair_two_stimuli_of_the_same_patch(ready_study):
     for triplet in triplets:
         assert triplet.p0.patch_id == triplet.p1.patch_id == triplet.patch_id
         assert triplet.p0_id != triplet.p1_id
-    pairs = {(t.patch_id, frozenset((t.p0.codec + str(t.p0.level), t.p1.codec + str(t.p1.level)))) for t in triplets}
+    pairs = {
+        (t.patch_id, frozenset((t.p0.codec + str(t.p0.level), t.p1.codec + str(t.p1.level))))
+        for t in triplets
+    }
     assert len(pairs) == len(triplets)
 
 
@@ -66,15 +75,23 @@ def test_rerunning_every_step_writes_nothing_new(ready_study):
     job = ready_study.latest_job
     before = (Stimulus.objects.count(), Encoding.objects.count(), ready_study.triplets.count())
     assert services.prepare_generation(job.pk) == []
-    for source, condition in itertools.product(ready_study.sources.all(), ready_study.conditions.all()):
+    for source, condition in itertools.product(
+        ready_study.sources.all(), ready_study.conditions.all()
+    ):
         assert services.encode_chunk(job.pk, source.pk, condition.pk) is False
     services.finish_generation(job.pk)
-    assert (Stimulus.objects.count(), Encoding.objects.count(), ready_study.triplets.count()) == before
+    assert (
+        Stimulus.objects.count(),
+        Encoding.objects.count(),
+        ready_study.triplets.count(),
+    ) == before
 
 
 def test_an_invalid_condition_is_refused_before_any_job_starts():
     study = make_study(photos=("astronaut",))
-    study.conditions.create(codec="jpeg2000", level=900)  # a stale row that skipped the admin's checks
+    study.conditions.create(
+        codec="jpeg2000", level=900
+    )  # a stale row that skipped the admin's checks
     with pytest.raises(ValidationError, match="jpeg2000 .* got 900"):
         services.start_generation(study, enqueue=lambda job_id: None)
     assert not GenerationJob.objects.exists()

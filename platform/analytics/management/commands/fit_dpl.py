@@ -22,7 +22,9 @@ class Command(BaseCommand):
         study = Study.objects.filter(slug=options["study"]).first()
         if study is None:
             raise CommandError(f"no study with slug {options['study']!r}")
-        bar = tqdm(desc="features", unit="stimulus", disable=options["json"] and not self.stderr.isatty())
+        bar = tqdm(
+            desc="features", unit="stimulus", disable=options["json"] and not self.stderr.isatty()
+        )
 
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -48,7 +50,11 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"2AFC on {result['triplets']} held-out triplets of {study.slug}:")
         for name, score in result["afc"].items():
-            shown = f"{score:.3f}" if score is not None else "unavailable: " + result["unavailable"][name]
+            shown = (
+                f"{score:.3f}"
+                if score is not None
+                else "unavailable: " + result["unavailable"][name]
+            )
             self.stdout.write(f"  {name:14s} {shown}")
         self.stdout.write(f"  {'human ceiling':14s} {result['human_ceiling']:.3f}")
         self.stdout.write(f"weights: {result['weights']}")

@@ -13,7 +13,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("study", help="study slug")
         parser.add_argument("--raters", type=int, default=10)
-        parser.add_argument("--base-url", help="a running server; default: serve the app on a free local port")
+        parser.add_argument(
+            "--base-url", help="a running server; default: serve the app on a free local port"
+        )
         parser.add_argument("--sharpness", type=float, default=8.0, help="lower = noisier observer")
         parser.add_argument("--seed", type=int, default=0)
 
@@ -22,4 +24,6 @@ class Command(BaseCommand):
             raise CommandError(f"no study with slug {study!r}")
         with nullcontext(base_url) if base_url else local_server() as url:
             result = simulate_raters(url, study, raters, sharpness=sharpness, seed=seed)
-        self.stdout.write(json.dumps({"study": study, "sessions": result.sessions, "votes": result.votes}))
+        self.stdout.write(
+            json.dumps({"study": study, "sessions": result.sessions, "votes": result.votes})
+        )

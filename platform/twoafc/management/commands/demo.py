@@ -28,14 +28,21 @@ class Command(BaseCommand):
             job = demo.generate(study, worker)
             if job.status != job.Status.DONE:
                 raise CommandError(f"generation failed: {job.error}")
-            self.stderr.write(f"generation: {job.progress} chunks, {time.monotonic() - started:.1f} s")
+            self.stderr.write(
+                f"generation: {job.progress} chunks, {time.monotonic() - started:.1f} s"
+            )
             study.refresh_from_db()
             with local_server() as url:
                 bots = simulate_raters(url, study.slug, raters=1000)
             self.stderr.write(f"simulated raters: {bots.sessions} sessions, {bots.votes} new votes")
             export = demo.fresh_export(study)
             report = fit_dpl(study)
-            summary = {"study": study.slug, **study_counts(study), "export": str(export), "fit": report.result}
+            summary = {
+                "study": study.slug,
+                **study_counts(study),
+                "export": str(export),
+                "fit": report.result,
+            }
             if no_serve:
                 self.stdout.write(json.dumps(summary))
                 return

@@ -1,0 +1,156 @@
+"""The rater JSON API: sessions, assignment, and votes that are never duplicated or misplaced."""
+
+import uuid
+
+import pytest
+
+from rating.models import RaterSession, Trial, Vote
+from studies.models import Study, Triplet
+
+pytestmark = pytest.mark.django_db
+
+
+def start(client, study, participant=None):
+    return client.post(
+        f"/api/studies/{study.slug}/sessions",
+        {"participant_id": participant},
+        content_type="application/json",
+    )
+
+
+def vote(client, token, trial, side="left", client_id=None):
+    body = {"index": trial["index"], "triplet": trial["triplet"], "side": side,
+            "client_id": str(client_id or uuid.uuid4()), "rt_ms": 812.5}  # fmt: skip
+    return client.post(f"/api/sessions/{token}/votes", body, content_type="application/json")
+
+
+def test_a_session_gets_distinct_triplets_with_image_urls(client, ready_study):
+    response = start(client, ready_study, "p-1")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["total"] == len(body["trials"]) == 10
+    assert [t["index"] for t in body["trials"]] == list(range(10))
+    assert len({t["triplet"] for t in body["trials"]}) == 10
+    trial = body["trials"][0]
+    for key in ("reference", "left", "right"):
+        assert client.get(trial[key]).status_code == 200
+    triplet = Triplet.objects.get(pk=trial["triplet"])
+    shown = {trial["left"], trial["right"]}
+    assert shown == {triplet.p0.image.url, triplet.p1.image.url}
+    assert trial["reference"] == triplet.patch.image.url
+
+
+def test_the_same_participant_resumes_the_same_session(client, ready_study):
+    first = start(client, ready_study, "p-1").json()
+    vote(client, first["session"], first["trials"][0])
+    again = start(client, ready_study, "p-1").json()
+    assert again["session"] == first["session"]
+    assert again["answered"] == 1 and again["trials"][0]["answered"]
+    assert RaterSession.objects.count() == 1
+
+
+def test_a_vote_is_stored_with_which_stimulus_was_chosen(client, ready_study):
+    session = start(client, ready_study).json()
+    trial = session["trials"][0]
+    response = vote(client, session["session"], trial, side="right")
+    assert response.status_code == 201
+    assert response.json() == {"recorded": True, "replay": False, "answered": 1, "total": 10}
+    stored = Vote.objects.get()
+    chosen_url = trial["right"]
+    assert stored.side == "right"
+    assert stored.chose_p1 == (chosen_url == stored.trial.triplet.p1.image.url)
+    assert stored.rt_ms == 812.5
+
+
+def test_a_replayed_vote_is_answered_without_a_second_row(client, ready_study):
+    session = start(client, ready_study).json()
+    client_id = uuid.uuid4()
+    first = vote(client, session["session"], session["trials"][0], client_id=client_id)
+    again = vote(client, session["session"], session["trials"][0], client_id=client_id)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["replay"] is True
+    assert Vote.objects.count() == 1
+
+
+def test_a_second_vote_on_an_answered_trial_is_refused(client, ready_study):
+    session = start(client, ready_study).json()
+    vote(client, session["session"], session["trials"][0], side="left")
+    response = vote(client, session["session"], session["trials"][0], side="right")
+    assert response.status_code == 409
+    assert "already been answered" in response.json()["detail"]
+    assert Vote.objects.get().side == "left"
+
+
+def test_a_reused_client_id_on_another_trial_is_refused(client, ready_study):
+    session = start(client, ready_study).json()
+    client_id = uuid.uuid4()
+    vote(client, session["session"], session["trials"][0], client_id=client_id)
+    response = vote(client, session["session"], session["trials"][1], client_id=client_id)
+    assert response.status_code == 409
+    assert Vote.objects.count() == 1
+
+
+def test_a_vote_for_a_triplet_not_assigned_to_the_rater_is_refused(client, ready_study):
+    session = start(client, ready_study).json()
+    assigned = {t["triplet"] for t in session["trials"]}
+    other = Triplet.objects.exclude(pk__in=assigned).first()
+    forged = {**session["trials"][0], "triplet": other.pk}
+    response = vote(client, session["session"], forged)
+    assert response.status_code == 403
+    assert "not assigned" in response.json()["detail"]
+    out_of_range = {**session["trials"][0], "index": 99}
+    assert vote(client, session["session"], out_of_range).status_code == 403
+    assert not Vote.objects.exists()
+
+
+def test_a_vote_with_a_bad_side_or_unknown_session_is_refused(client, ready_study):
+    session = start(client, ready_study).json()
+    assert vote(client, session["session"], session["trials"][0], side="up").status_code == 422
+    assert vote(client, uuid.uuid4(), session["trials"][0]).status_code == 404
+    assert not Vote.objects.exists()
+
+
+def test_finishing_needs_every_vote_and_then_refuses_late_votes(client, ready_study):
+    session = start(client, ready_study).json()
+    token = session["session"]
+    for trial in session["trials"][:-1]:
+        vote(client, token, trial)
+    early = client.post(f"/api/sessions/{token}/finish")
+    assert early.status_code == 409 and "1 trial(s)" in early.json()["detail"]
+    last = session["trials"][-1]
+    vote(client, token, last)
+    done = client.post(f"/api/sessions/{token}/finish")
+    assert done.json() == {"completion_code": ready_study.completion_code}
+    late = vote(client, token, last)  # a new client id: not a replay
+    assert late.status_code == 409 and "ended" in late.json()["detail"]
+    assert Vote.objects.count() == 10
+
+
+def test_no_triplet_is_handed_out_more_often_than_it_needs_votes(client, ready_study):
+    # 18 triplets × 2 votes = 36 trials: three sessions of 10 and one of 6, then the study is full.
+    sessions = [start(client, ready_study).json() for _ in range(4)]
+    assert [s["total"] for s in sessions] == [10, 10, 10, 6]
+    per_triplet = {}
+    for s in sessions:
+        for t in s["trials"]:
+            per_triplet[t["triplet"]] = per_triplet.get(t["triplet"], 0) + 1
+    assert set(per_triplet.values()) == {2} and len(per_triplet) == 18
+    full = start(client, ready_study)
+    assert full.status_code == 410 and "all the votes" in full.json()["detail"]
+    assert Trial.objects.count() == 36
+
+
+def test_a_study_that_is_not_ready_takes_no_raters(client, ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(status=Study.Status.DRAFT)
+    response = start(client, ready_study)
+    assert response.status_code == 409
+    assert not RaterSession.objects.exists()
+
+
+def test_the_openapi_schema_describes_the_rater_api(client):
+    schema = client.get("/api/openapi.json").json()
+    assert {
+        "/api/studies/{slug}/sessions",
+        "/api/sessions/{token}/votes",
+        "/api/sessions/{token}/finish",
+    } <= set(schema["paths"])
