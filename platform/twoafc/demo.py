@@ -26,6 +26,9 @@ DEMO_PHOTOS = (
 )  # fmt: skip
 DEMO_CONDITIONS = (("jpeg", 10), ("jpeg", 40), ("jpeg2000", 80), ("webp", 10), ("webp", 50))
 ADMIN_USER = "admin"
+# Bots cast this many votes in all; the rest of the study's 1,440 trials stay open for
+# whoever tries the rater page.
+BOT_VOTES = 1200
 SOURCE_ROOTS = [str(settings.BASE_DIR / "platform"), str(settings.BASE_DIR / "codecs")]
 
 
@@ -65,6 +68,11 @@ def ensure_study() -> Study:
     return study
 
 
+def bot_sessions_needed(study: Study) -> int:
+    missing = BOT_VOTES - services.study_counts(study)["votes"]
+    return max(0, -(-missing // study.trials_per_session))
+
+
 def worker_command(concurrency: int = 2) -> list[str]:
     return [
         sys.executable, "-m", "celery", "--quiet", "-A", "twoafc", "worker",
@@ -82,7 +90,8 @@ def child_env() -> dict:
 
 
 def start_worker() -> subprocess.Popen:
-    return subprocess.Popen(worker_command(), env=child_env(), cwd=settings.BASE_DIR)
+    # The worker's chatter goes to stderr: stdout ends with the demo's JSON line.
+    return subprocess.Popen(worker_command(), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr)
 
 
 def generate(study: Study, worker: subprocess.Popen, timeout_s: float = 900) -> GenerationJob:
@@ -137,4 +146,4 @@ def serve_command(port: int) -> list[str]:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    return subprocess.Popen(serve_command(port), env=child_env(), cwd=settings.BASE_DIR)
+    return subprocess.Popen(serve_command(port), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr)

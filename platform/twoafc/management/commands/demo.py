@@ -33,7 +33,7 @@ class Command(BaseCommand):
             )
             study.refresh_from_db()
             with local_server() as url:
-                bots = simulate_raters(url, study.slug, raters=1000)
+                bots = simulate_raters(url, study.slug, raters=demo.bot_sessions_needed(study))
             self.stderr.write(f"simulated raters: {bots.sessions} sessions, {bots.votes} new votes")
             export = demo.fresh_export(study)
             report = fit_dpl(study)
