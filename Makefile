@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test]"
 	# The trained shift-tolerant AlexNet: only its weight file is used (its code has broken imports).
 	$(PY) -m pip install -q --no-deps stlpips-pytorch==0.0.2
+	# Learned codecs. compressai pins numpy<2 but runs on numpy 2; its run-time imports are
+	# in pyproject.toml.
+	$(PY) -m pip install -q --no-deps compressai==1.2.8
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numbers
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,7 +30,17 @@ class Codec(ABC):
     ``level`` is the knob: quality for JPEG/WebP, compression ratio for
     JPEG 2000. ``higher_is_better`` says which way it points, so that callers
     can order settings from worst to best without knowing the codec.
+
+    ``deterministic`` may be True only where a test shows that repeat encodes
+    of one image at one level give identical bytes (see
+    ``twoafc_codecs.check_determinism``).
+
+    ``queue`` names the worker pool that should run the codec: "cpu" for
+    library codecs, "gpu" for codecs that need an accelerator. It is a class
+    attribute, not a field: set it in the subclass body.
     """
+
+    queue: ClassVar[str] = "cpu"
 
     name: str
     label: str
@@ -63,6 +75,28 @@ class Codec(ABC):
     def available(self) -> bool:
         """Whether this process can run the codec (library built in, device present)."""
         return True
+
+    def bits(self, data: bytes) -> int:
+        """The bits that count towards the bitrate of ``data``: by default all of them.
+
+        Codecs whose container carries more than the coded image (learned
+        codecs storing shapes next to their entropy-coded strings) override
+        this to count only what a real bitstream would need.
+        """
+        return 8 * len(data)
+
+    def encode_batch(self, images: Sequence[np.ndarray], level: int) -> list[bytes]:
+        """Encode several images at one ``level``; the default encodes them one by one.
+
+        Codecs that gain from batching (GPU and learned codecs) override this.
+        The result must equal ``[self.encode(image, level) for image in images]``
+        for a deterministic codec.
+        """
+        return [self.encode(image, level) for image in images]
+
+    def decode_batch(self, data: Sequence[bytes]) -> list[np.ndarray]:
+        """Decode several encoded images; the default decodes them one by one."""
+        return [self.decode(item) for item in data]
 
     def describe_range(self) -> str:
         direction = (

@@ -18,7 +18,7 @@ class ConditionForm(forms.ModelForm):
 
     class Meta:
         model = Condition
-        fields = ["codec", "level"]
+        fields = ["codec", "level", "target_bpp"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -94,25 +94,61 @@ class SourceImage(models.Model):
 
 
 class Condition(models.Model):
-    """One codec at one setting of its quality knob."""
+    """One codec at one setting of its quality knob, or at a target bitrate.
+
+    With ``target_bpp`` set, each source is encoded at the knob setting whose
+    whole-image bitrate is nearest the target (bisection on the knob), so codecs
+    can be compared at matched bitrates; the level found is stored per encoding.
+    """
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     # No model-level choices: the codec registry grows without migrations; clean() checks it.
     codec = models.CharField(max_length=40)
-    level = models.IntegerField(help_text="The codec's quality knob (its range is checked).")
+    level = models.IntegerField(
+        null=True, blank=True, help_text="The codec's quality knob (its range is checked)."
+    )
+    target_bpp = models.FloatField(
+        null=True, blank=True, help_text="Or a target bitrate in bits per pixel, e.g. 0.4."
+    )
 
     class Meta:
-        ordering = ["codec", "level"]
+        ordering = ["codec", "level", "target_bpp"]
         constraints = [
-            models.UniqueConstraint(fields=["study", "codec", "level"], name="unique_condition")
+            models.UniqueConstraint(fields=["study", "codec", "level"], name="unique_condition"),
+            models.UniqueConstraint(
+                fields=["study", "codec", "target_bpp"], name="unique_rate_condition"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(level__isnull=True) ^ models.Q(target_bpp__isnull=True),
+                name="level_xor_target_bpp",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.codec}@{self.level}"
+        return (
+            f"{self.codec}@{self.target_bpp:g}bpp"
+            if self.rate_targeted
+            else f"{self.codec}@{self.level}"
+        )
+
+    @property
+    def rate_targeted(self) -> bool:
+        return self.target_bpp is not None
+
+    def validate(self) -> None:
+        """Raise CodecError for an unknown codec, a level out of range or a bad target."""
+        if (self.level is None) == (self.target_bpp is None):
+            raise twoafc_codecs.CodecError(
+                f"{self.codec}: give either a level or a target bpp, not both"
+            )
+        if self.rate_targeted:
+            twoafc_codecs.validate_target_bpp(self.codec, self.target_bpp)
+        else:
+            twoafc_codecs.validate_setting(self.codec, self.level)
 
     def clean(self):
         try:
-            twoafc_codecs.validate_setting(self.codec, self.level)
+            self.validate()
         except twoafc_codecs.CodecError as error:
             raise ValidationError(str(error)) from None
 
@@ -123,6 +159,14 @@ class Encoding(models.Model):
     source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="encodings")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="encodings")
     data = models.FileField(upload_to="encodings/")
+    level = models.IntegerField(
+        help_text="The knob setting used (found by bisection for a target bpp)."
+    )
+    target_bpp = models.FloatField(null=True, blank=True)
+    # For a target bpp: whether the achieved rate is within ±5% of it (else it is the
+    # codec's nearest achievable rate), and how many encodes the search took.
+    within_tolerance = models.BooleanField(null=True, blank=True)
+    search_steps = models.PositiveIntegerField(null=True, blank=True)
     bpp = models.FloatField()
     num_bytes = models.PositiveIntegerField()
     codec_version = models.CharField(max_length=200)
@@ -158,6 +202,7 @@ class Stimulus(models.Model):
     image = models.ImageField(upload_to="stimuli/")
     codec = models.CharField(max_length=40)
     level = models.IntegerField()
+    target_bpp = models.FloatField(null=True, blank=True)
     bpp = models.FloatField(help_text="Bits per pixel of the whole encode the patch was cut from.")
     codec_version = models.CharField(max_length=200)
 
@@ -210,6 +255,11 @@ class GenerationJob(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Seconds spent, summed over chunks: where generation time goes.
+    encode_s = models.FloatField(default=0)
+    crop_s = models.FloatField(default=0)
+    storage_s = models.FloatField(default=0)
+    db_s = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,7 +9,10 @@ from those rows, which makes every step safe to re-run after a worker dies.
 import hashlib
 import io
 import itertools
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -17,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image
 
@@ -93,7 +97,7 @@ def check_ready_to_generate(study: Study) -> None:
         problems.append("add at least two codec conditions (a triplet pairs two distortions)")
     for condition in conditions:
         try:
-            twoafc_codecs.validate_setting(condition.codec, condition.level)
+            condition.validate()
         except twoafc_codecs.CodecError as error:
             problems.append(str(error))
     if problems:
@@ -101,10 +105,22 @@ def check_ready_to_generate(study: Study) -> None:
 
 
 def start_generation(study: Study, enqueue: Callable[[int], None]) -> GenerationJob:
-    """Record a generation job and hand it to the workers once the row is committed."""
+    """Record a generation job and hand it to the workers once the row is committed.
+
+    Starting again also resumes: only chunks without an Encoding are enqueued, so a
+    job whose messages were lost (a broker without acknowledgements, a wiped queue)
+    is finished by the next one, which supersedes it.
+    """
     check_ready_to_generate(study)
     with transaction.atomic():
         job = GenerationJob.objects.create(study=study)
+        GenerationJob.objects.filter(
+            study=study, status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING]
+        ).exclude(pk=job.pk).update(
+            status=GenerationJob.Status.FAILED,
+            error=f"superseded by job {job.pk}",
+            finished_at=timezone.now(),
+        )
         Study.objects.filter(pk=study.pk).update(status=Study.Status.GENERATING)
         transaction.on_commit(lambda: enqueue(job.pk))
     return job
@@ -113,21 +129,41 @@ def start_generation(study: Study, enqueue: Callable[[int], None]) -> Generation
 # --- the pipeline (each step is idempotent) -------------------------------------------
 
 
-def prepare_generation(job_id: int) -> list[tuple[int, int]]:
-    """Cut the reference patches and return the chunks (source id, condition id) still to encode."""
+@dataclass(frozen=True)
+class Chunk:
+    """Work for one task: one condition over some sources (one source on the CPU queue,
+    a batch of sources on the GPU queue, where the codec encodes them in one pass)."""
+
+    queue: str
+    condition_id: int
+    source_ids: tuple[int, ...]
+
+
+def prepare_generation(job_id: int, gpu_batch: int = 16) -> list[Chunk]:
+    """Cut the reference patches and return the chunks still to encode."""
     job = GenerationJob.objects.select_related("study").get(pk=job_id)
     study = job.study
+    sources = list(study.sources.values_list("pk", flat=True))
     for source in study.sources.all():
         _cut_reference_patches(study, source)
-    conditions = list(study.conditions.values_list("pk", flat=True))
-    chunks = [(s, c) for s in study.sources.values_list("pk", flat=True) for c in conditions]
-    GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.RUNNING, total=len(chunks)
-    )
     done = set(
         Encoding.objects.filter(source__study=study).values_list("source_id", "condition_id")
     )
-    return [chunk for chunk in chunks if chunk not in done]
+    conditions = list(study.conditions.all())
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=GenerationJob.Status.RUNNING, total=len(sources) * len(conditions)
+    )
+    chunks = []
+    for condition in conditions:
+        todo = tuple(s for s in sources if (s, condition.pk) not in done)
+        if twoafc_codecs.get_codec(condition.codec).queue == "gpu":
+            chunks += [
+                Chunk("gpu", condition.pk, todo[i : i + gpu_batch])
+                for i in range(0, len(todo), gpu_batch)
+            ]
+        else:
+            chunks += [Chunk("cpu", condition.pk, (s,)) for s in todo]
+    return chunks
 
 
 def _cut_reference_patches(study: Study, source: SourceImage) -> None:
@@ -147,16 +183,43 @@ def _cut_reference_patches(study: Study, source: SourceImage) -> None:
             for y, x in positions:
                 patch = ReferencePatch(source=source, y=y, x=x)
                 pixels = twoafc_codecs.cut_patch(crop, y, x, study.patch_size)
-                patch.image.save(
-                    f"{study.slug}/ref_{source.pk}_{y}_{x}.png",
-                    ContentFile(png_bytes(pixels)),
-                    save=False,
-                )
+                name = f"{study.slug}/ref_{source.pk}_{y}_{x}.png"
+                patch.image.save(name, ContentFile(png_bytes(pixels)), save=False)
                 stored.append(patch.image.name)
                 patch.save()
     except IntegrityError:
         # Another worker cut them first; its rows stand, our files go.
         _delete_files(stored)
+
+
+class Stopwatch:
+    """Seconds per stage of a chunk, added to the job's totals when the chunk ends."""
+
+    STAGES = ("encode_s", "crop_s", "storage_s", "db_s")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def add_to(self, job_id: int) -> None:
+        GenerationJob.objects.filter(pk=job_id).update(
+            **{k: F(k) + v for k, v in self.seconds.items()}
+        )
+
+
+def _encode(
+    crop: np.ndarray, condition: Condition
+) -> twoafc_codecs.Encoded | twoafc_codecs.RateTargeted:
+    if condition.rate_targeted:
+        return twoafc_codecs.encode_at_bpp(crop, condition.codec, condition.target_bpp)
+    return twoafc_codecs.encode_image(crop, condition.codec, condition.level)
 
 
 def encode_chunk(job_id: int, source_id: int, condition_id: int) -> bool:
@@ -165,43 +228,94 @@ def encode_chunk(job_id: int, source_id: int, condition_id: int) -> bool:
         return False
     source = SourceImage.objects.select_related("study").get(pk=source_id)
     condition = Condition.objects.get(pk=condition_id)
-    study = source.study
-    crop = twoafc_codecs.center_crop(load_pixels(source.image), study.crop_size)
-    encoded = twoafc_codecs.encode_image(crop, condition.codec, condition.level)
-    patches = list(source.patches.all())
+    clock = Stopwatch()
+    crop = twoafc_codecs.center_crop(load_pixels(source.image), source.study.crop_size)
+    with clock.stage("encode_s"):
+        encoded = _encode(crop, condition)
+    stored = _store_encoding(source, condition, encoded, clock)
+    clock.add_to(job_id)
+    return stored
 
+
+def encode_batch(job_id: int, condition_id: int, source_ids: list[int]) -> int:
+    """Encode several sources in one pass of a batched (GPU) codec; returns how many were new."""
+    condition = Condition.objects.get(pk=condition_id)
+    done = set(Encoding.objects.filter(condition=condition).values_list("source_id", flat=True))
+    sources = list(
+        SourceImage.objects.select_related("study").filter(pk__in=source_ids).exclude(pk__in=done)
+    )
+    if not sources:
+        return 0
+    clock = Stopwatch()
+    crops = [twoafc_codecs.center_crop(load_pixels(s.image), s.study.crop_size) for s in sources]
+    with clock.stage("encode_s"):
+        if condition.rate_targeted:  # bisection is per image
+            encoded = [_encode(crop, condition) for crop in crops]
+        else:
+            encoded = twoafc_codecs.encode_images(crops, condition.codec, condition.level)
+    new = sum(
+        _store_encoding(s, condition, e, clock) for s, e in zip(sources, encoded, strict=True)
+    )
+    clock.add_to(job_id)
+    return new
+
+
+def require_gpu_or_fallback(fallback_to_cpu: bool) -> None:
+    """GPU codecs run on the CPU of a worker without CUDA, unless configured to refuse."""
+    if fallback_to_cpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "this worker has no GPU and TWOAFC_GPU_FALLBACK_CPU=0 forbids running GPU codecs on the CPU"
+        )
+
+
+def _store_encoding(
+    source: SourceImage,
+    condition: Condition,
+    result: twoafc_codecs.Encoded | twoafc_codecs.RateTargeted,
+    clock: Stopwatch,
+) -> bool:
+    """Write the encode's bytes and its stimuli in one transaction: all of them or none."""
+    search = result if isinstance(result, twoafc_codecs.RateTargeted) else None
+    encoded = search.encoded if search else result
+    study = source.study
+    patches = list(source.patches.all())
+    with clock.stage("crop_s"):
+        pngs = [
+            png_bytes(twoafc_codecs.cut_patch(encoded.decoded, p.y, p.x, study.patch_size))
+            for p in patches
+        ]
+    stem = f"{study.slug}/{source.pk}_{condition.pk}_{condition.codec}_{encoded.level}"
     stored: list[str] = []
     try:
         with transaction.atomic():
             encoding = Encoding(
-                source=source,
-                condition=condition,
-                bpp=encoded.bpp,
-                num_bytes=len(encoded.data),
-                codec_version=encoded.version,
-            )
-            stem = f"{study.slug}/{source.pk}_{condition.codec}_{condition.level}"
-            encoding.data.save(f"{stem}.bin", ContentFile(encoded.data), save=False)
+                source=source, condition=condition, level=encoded.level, target_bpp=condition.target_bpp,
+                within_tolerance=search.within_tolerance if search else None,
+                search_steps=search.steps if search else None,
+                bpp=encoded.bpp, num_bytes=len(encoded.data), codec_version=encoded.version,
+            )  # fmt: skip
+            with clock.stage("storage_s"):
+                encoding.data.save(f"{stem}.bin", ContentFile(encoded.data), save=False)
             stored.append(encoding.data.name)
-            encoding.save()
-            for patch in patches:
-                pixels = twoafc_codecs.cut_patch(
-                    encoded.decoded, patch.y, patch.x, study.patch_size
-                )
+            with clock.stage("db_s"):
+                encoding.save()
+            stimuli = []
+            for patch, png in zip(patches, pngs, strict=True):
                 stimulus = Stimulus(
-                    patch=patch,
-                    condition=condition,
-                    encoding=encoding,
-                    codec=condition.codec,
-                    level=condition.level,
-                    bpp=encoded.bpp,
+                    patch=patch, condition=condition, encoding=encoding, codec=condition.codec,
+                    level=encoded.level, target_bpp=condition.target_bpp, bpp=encoded.bpp,
                     codec_version=encoded.version,
-                )
-                stimulus.image.save(
-                    f"{stem}_{patch.pk}.png", ContentFile(png_bytes(pixels)), save=False
-                )
+                )  # fmt: skip
+                with clock.stage("storage_s"):
+                    stimulus.image.save(f"{stem}_{patch.pk}.png", ContentFile(png), save=False)
                 stored.append(stimulus.image.name)
-                stimulus.save()
+                stimuli.append(stimulus)
+            with clock.stage("db_s"):
+                Stimulus.objects.bulk_create(stimuli)
     except IntegrityError:
         _delete_files(stored)
         return False  # a concurrent run of the same chunk committed first

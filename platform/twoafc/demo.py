@@ -76,7 +76,7 @@ def bot_sessions_needed(study: Study) -> int:
 def worker_command(concurrency: int = 2) -> list[str]:
     return [
         sys.executable, "-m", "celery", "--quiet", "-A", "twoafc", "worker",
-        "-Q", "cpu", "-c", str(concurrency), "--loglevel", "WARNING", "--without-heartbeat",
+        "-Q", "cpu,gpu", "-c", str(concurrency), "--loglevel", "WARNING", "--without-heartbeat",
     ]  # fmt: skip
 
 
@@ -91,13 +91,15 @@ def child_env() -> dict:
 
 def start_worker() -> subprocess.Popen:
     # The worker's chatter goes to stderr: stdout ends with the demo's JSON line.
-    return subprocess.Popen(worker_command(), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr)
+    return subprocess.Popen(
+        worker_command(), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr
+    )
 
 
 def generate(study: Study, worker: subprocess.Popen, timeout_s: float = 900) -> GenerationJob:
-    """Run generation on the worker (if the study has none finished) and wait for it."""
+    """Run generation on the worker (unless it finished before) and wait for it."""
     job = study.latest_job
-    if job is None or job.status == GenerationJob.Status.FAILED:
+    if job is None or job.status != GenerationJob.Status.DONE:
         job = services.start_generation(study, enqueue=tasks.enqueue_generation)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -146,4 +148,6 @@ def serve_command(port: int) -> list[str]:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    return subprocess.Popen(serve_command(port), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr)
+    return subprocess.Popen(
+        serve_command(port), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr
+    )

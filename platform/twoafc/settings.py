@@ -158,11 +158,20 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
+    "studies.tasks.encode_batch": {"queue": "gpu"},
     "studies.tasks.*": {"queue": "cpu"},
     "analytics.tasks.*": {"queue": "cpu"},
     "datasets.tasks.*": {"queue": "cpu"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if CELERY_BROKER_URL.startswith("redis"):
+    # An unacknowledged task of a worker that died is delivered again after this
+    # long. Tasks are idempotent, so a redelivery while one still runs is harmless.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": envint("TWOAFC_VISIBILITY_TIMEOUT", 600)
+    }
+# Learned codecs and GPU JPEG on a worker without CUDA: run on its CPU, or refuse.
+TWOAFC_GPU_FALLBACK_CPU = envbool("TWOAFC_GPU_FALLBACK_CPU", True)
 
 # --- Rating -------------------------------------------------------------------
 PROLIFIC_COMPLETE_URL = envstr(

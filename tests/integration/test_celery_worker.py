@@ -5,6 +5,7 @@ without them, the embedded default: an SQLite file and kombu's filesystem broker
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from studies import services, tasks
-from studies.models import GenerationJob, Stimulus
+from studies.models import Encoding, GenerationJob, Stimulus
 from tests.conftest import make_study
 from twoafc.celery import app
 
@@ -31,35 +32,64 @@ def database_url() -> str:
     return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+REDIS = settings.CELERY_BROKER_URL.startswith("redis")
+
+
+class Workers:
+    """Starts real worker processes (each in its own process group) and stops them all."""
+
+    def __init__(self, log_path):
+        self.log = open(log_path, "w+")
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, **env) -> subprocess.Popen:
+        roots = [str(settings.BASE_DIR / "platform"), str(settings.BASE_DIR / "codecs")]
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "TWOAFC_DATA_DIR": str(settings.DATA_DIR),
+            "TWOAFC_BROKER_DIR": str(settings.BROKER_DIR),
+            "PYTHONPATH": os.pathsep.join(roots),
+            **env,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "twoafc", "worker", "-Q", "cpu,gpu", "-c", "2",
+            "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, env=env, cwd=settings.BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.log.seek(0)
+        print(self.log.read()[-4000:])
+
+
 @pytest.fixture
-def worker(tmp_path):
+def workers(tmp_path):
     if connection.vendor == "sqlite" and ":memory:" in str(connection.settings_dict["NAME"]):
         pytest.skip("an in-memory SQLite test database cannot be shared with a worker process")
     app.control.purge()  # nothing left over from an earlier run
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "TWOAFC_DATA_DIR": str(settings.DATA_DIR),
-        "TWOAFC_BROKER_DIR": str(settings.BROKER_DIR),
-        "PYTHONPATH": os.pathsep.join(
-            [str(settings.BASE_DIR / "platform"), str(settings.BASE_DIR / "codecs")]
-        ),
-    }
-    log = open(tmp_path / "worker.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "twoafc", "worker", "-Q", "cpu", "-c", "2",
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-        env=env, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.seek(0)
-    print(log.read()[-4000:])
+    started = Workers(tmp_path / "worker.log")
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def worker(workers):
+    return workers.start()
 
 
 def wait_for(job: GenerationJob, worker: subprocess.Popen, timeout_s: float = 180) -> GenerationJob:
@@ -85,3 +115,45 @@ def test_a_worker_process_generates_the_study(worker):
     stimulus = Stimulus.objects.filter(codec="jpeg2000").first()
     assert stimulus.image.storage.exists(stimulus.image.name)  # written by the worker, read here
     assert "OpenJPEG" in stimulus.codec_version
+
+
+def test_a_worker_killed_mid_generation_loses_and_duplicates_nothing(workers):
+    """SIGKILL the worker (main process and pool) in the middle of a generation, then start another.
+
+    On Redis the unacknowledged chunks come back by themselves (acks_late, short visibility
+    timeout). kombu's filesystem transport has no acknowledgements, so there the admin's
+    Generate, pressed again, resumes: it enqueues only the chunks without an Encoding.
+    """
+    # Whole photos at target bitrates: each chunk bisects the knob, slow enough to kill mid-way.
+    study = make_study(
+        photos=("astronaut", "coffee", "rocket"), crop_size=None, patches_per_image=4, conditions=()
+    )
+    for target in (0.2, 0.35, 0.5, 0.8):
+        study.conditions.create(codec="jpeg2000", target_bpp=target)
+        study.conditions.create(codec="webp", target_bpp=target)
+    first = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3")
+    job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+    deadline = time.monotonic() + 120
+    while Encoding.objects.filter(source__study=study).count() < 3:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    job.refresh_from_db()
+    done_at_kill = Encoding.objects.filter(source__study=study).count()
+    assert job.status == "running" and done_at_kill < job.total == 24
+
+    second = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3")
+    if not REDIS:
+        job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+    job = wait_for(job, second, timeout_s=240)
+    assert (job.status, job.done, job.total) == ("done", 24, 24), job.error
+    patches = list(study.sources.values_list("patches__pk", flat=True))
+    pairs = list(
+        Stimulus.objects.filter(patch__source__study=study).values_list("patch_id", "condition_id")
+    )
+    assert len(pairs) == len(set(pairs)) == len(patches) * 8  # each (patch, condition) exactly once
+    assert Encoding.objects.filter(source__study=study).count() == 24
+    for stimulus in Stimulus.objects.filter(patch__source__study=study):
+        assert stimulus.image.storage.exists(stimulus.image.name)
+        assert stimulus.target_bpp is not None and stimulus.bpp > 0
