@@ -76,6 +76,20 @@ class Codec(ABC):
         """Whether this process can run the codec (library built in, device present)."""
         return True
 
+    def version_at(self, level: int) -> str:
+        """The version string of the bytes made at ``level``; the same at every level by default.
+
+        Learned codecs use one checkpoint per level and name it here.
+        """
+        return self.version()
+
+    def check_ready(self, level: int | None) -> None:
+        """Raise CodecError if this machine cannot encode at ``level`` (None: at every level).
+
+        Called when a study is configured, so a missing resource is reported
+        then rather than in a worker. Nothing is missing by default.
+        """
+
     def bits(self, data: bytes) -> int:
         """The bits that count towards the bitrate of ``data``: by default all of them.
 

@@ -367,6 +367,18 @@ class CompressAICodec(Codec):
         digest = file_sha256(path)[:16] if path is not None else "not found"
         return f"{head} q{level} ({name}, sha256 {digest})"
 
+    def version_at(self, level: int) -> str:
+        return self.version(level)
+
+    def check_ready(self, level: int | None) -> None:
+        """Every checkpoint the condition needs must be on disk (or downloading allowed)."""
+        if os.environ.get(DOWNLOAD_ENV, "").strip() == "1":
+            return
+        levels = [level] if level is not None else range(self.level_min, self.level_max + 1)
+        for quality in levels:
+            if find_checkpoint(self.arch, quality) is None:
+                raise CodecError(_missing_message(self.arch, quality))
+
     def bits(self, data: bytes) -> int:
         """The entropy-coded length: 8 x the total length of compress()'s strings."""
         return 8 * sum(self._parse(data)[0].lengths)

@@ -144,7 +144,7 @@ def make_encoded(
         data=bytes(data),
         decoded=decoded,
         bpp=codec.bits(data) / (height * width),
-        version=codec.version(),
+        version=codec.version_at(level),
         width=width,
         height=height,
     )

@@ -145,6 +145,7 @@ class Condition(models.Model):
             twoafc_codecs.validate_target_bpp(self.codec, self.target_bpp)
         else:
             twoafc_codecs.validate_setting(self.codec, self.level)
+        twoafc_codecs.get_codec(self.codec).check_ready(self.level)
 
     def clean(self):
         try:

@@ -361,11 +361,12 @@ def finish_generation(job_id: int) -> int:
 
 
 def fail_generation(job_id: int, message: str) -> None:
-    job = GenerationJob.objects.get(pk=job_id)
-    GenerationJob.objects.filter(pk=job_id).update(
+    """Mark the job and its study failed; a job deleted meanwhile is left alone."""
+    jobs = GenerationJob.objects.filter(pk=job_id)
+    Study.objects.filter(generation_jobs__in=jobs).update(status=Study.Status.FAILED)
+    jobs.update(
         status=GenerationJob.Status.FAILED, error=message[:2000], finished_at=timezone.now()
     )
-    Study.objects.filter(pk=job.study_id).update(status=Study.Status.FAILED)
 
 
 def study_counts(study: Study) -> dict:

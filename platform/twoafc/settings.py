@@ -167,8 +167,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith("redis"):
     # An unacknowledged task of a worker that died is delivered again after this
     # long. Tasks are idempotent, so a redelivery while one still runs is harmless.
+    # Workers scan for such tasks every restore interval (kombu's default: every 100 s).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": envint("TWOAFC_VISIBILITY_TIMEOUT", 600)
+        "visibility_timeout": envint("TWOAFC_VISIBILITY_TIMEOUT", 600),
+        "unacked_restore_interval": envint("TWOAFC_UNACKED_RESTORE_INTERVAL", 10),
+        "unacked_restore_throttle": 1,
     }
 # Learned codecs and GPU JPEG on a worker without CUDA: run on its CPU, or refuse.
 TWOAFC_GPU_FALLBACK_CPU = envbool("TWOAFC_GPU_FALLBACK_CPU", True)

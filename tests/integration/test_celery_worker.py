@@ -35,6 +35,14 @@ def database_url() -> str:
 REDIS = settings.CELERY_BROKER_URL.startswith("redis")
 
 
+def purge_broker() -> None:
+    """Nothing left over from an earlier run: queued tasks, nor tasks a killed worker held."""
+    app.control.purge()
+    if REDIS:
+        with app.connection_for_write() as connection:
+            connection.default_channel.client.delete("unacked", "unacked_index", "unacked_mutex")
+
+
 class Workers:
     """Starts real worker processes (each in its own process group) and stops them all."""
 
@@ -81,7 +89,7 @@ class Workers:
 def workers(tmp_path):
     if connection.vendor == "sqlite" and ":memory:" in str(connection.settings_dict["NAME"]):
         pytest.skip("an in-memory SQLite test database cannot be shared with a worker process")
-    app.control.purge()  # nothing left over from an earlier run
+    purge_broker()
     started = Workers(tmp_path / "worker.log")
     yield started
     started.stop_all()
@@ -131,7 +139,7 @@ def test_a_worker_killed_mid_generation_loses_and_duplicates_nothing(workers):
     for target in (0.2, 0.35, 0.5, 0.8):
         study.conditions.create(codec="jpeg2000", target_bpp=target)
         study.conditions.create(codec="webp", target_bpp=target)
-    first = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3")
+    first = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3", TWOAFC_UNACKED_RESTORE_INTERVAL="1")
     job = services.start_generation(study, enqueue=tasks.enqueue_generation)
     deadline = time.monotonic() + 120
     while Encoding.objects.filter(source__study=study).count() < 3:
@@ -143,7 +151,7 @@ def test_a_worker_killed_mid_generation_loses_and_duplicates_nothing(workers):
     done_at_kill = Encoding.objects.filter(source__study=study).count()
     assert job.status == "running" and done_at_kill < job.total == 24
 
-    second = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3")
+    second = workers.start(TWOAFC_VISIBILITY_TIMEOUT="3", TWOAFC_UNACKED_RESTORE_INTERVAL="1")
     if not REDIS:
         job = services.start_generation(study, enqueue=tasks.enqueue_generation)
     job = wait_for(job, second, timeout_s=240)
