@@ -89,6 +89,7 @@ class Codec(ABC):
         Called when a study is configured, so a missing resource is reported
         then rather than in a worker. Nothing is missing by default.
         """
+        return None
 
     def bits(self, data: bytes) -> int:
         """The bits that count towards the bitrate of ``data``: by default all of them.
