@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from rating.selectors import voted_triplets
+from rating.selectors import rater_set, voted_triplets
 from studies.models import Study
 from studies.services import load_pixels
 
@@ -129,6 +129,7 @@ def fit_dpl(
         "votes": int((test.n_p0 + test.n_p1).sum()),
         "train_votes": int((train.n_p0 + train.n_p1).sum()),
         "weights": str(weights_path),
+        **rater_set(study),
     }
     return FitReport.objects.create(
         study=study, backbone=backbone, loss=loss, result=result, weights_path=str(weights_path)

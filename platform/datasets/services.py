@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rating.models import pseudonym
-from rating.selectors import study_votes, voted_triplets
+from rating.models import Trial, pseudonym
+from rating.selectors import rater_set, study_votes, voted_triplets
 from studies.models import Study
 
 VOTE_COLUMNS = [
@@ -86,6 +86,7 @@ def _write_export(study: Study, root: Path) -> dict:
         "votes": votes,
         "splits": {split: n for split, n in counters.items() if n},
         "category": category,
+        **rater_set(study),
     }
     (root / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -104,7 +105,8 @@ def write_votes_csv(study: Study, path: Path) -> int:
             writer.writerow([
                 pseudonym(trial.session.rater_hash), trial.session.token, triplet.patch_id,
                 f"{p0.codec}@{p0.level}", f"{p1.codec}@{p1.level}", 2 if vote.chose_p1 else 1,
-                round(vote.rt_ms, 1), trial.index, 0, 0, vote.created_at.isoformat(), "side-by-side",
+                round(vote.rt_ms, 1), trial.index, int(trial.kind == Trial.Kind.SENTINEL),
+                int(trial.kind == Trial.Kind.REPEAT), vote.created_at.isoformat(), vote.display_mode,
                 triplet.pk, vote.side, p0.codec, p0.level, f"{p0.bpp:.5f}", p1.codec, p1.level, f"{p1.bpp:.5f}",
             ])  # fmt: skip
             rows += 1

@@ -1,27 +1,35 @@
 """The rater JSON API. The rater page, the bots and the benchmarks all use it.
 
-Every error answers ``{"detail": "..."}`` with a 4xx status.
+Every error answers ``{"detail": "...", "reason": "..."}`` with a 4xx status;
+``reason`` is a stable key the page acts on (other-tab, completed, full, …).
 """
 
 import uuid
 
 from django.shortcuts import get_object_or_404
+from django.db.models import Count, Q
 from ninja import Router, Schema, Status
 
 from studies.models import Study
 
 from . import services
-from .models import RaterSession
+from .models import RaterSession, Trial
 
 router = Router(tags=["rating"])
 
 
 class SessionIn(Schema):
     participant_id: str | None = None
+    market: dict[str, str] = {}
+    tab_id: str = ""
+    screen_w: int | None = None
+    screen_h: int | None = None
+    dpr: float | None = None
 
 
 class TrialOut(Schema):
     index: int
+    practice: bool
     triplet: int
     reference: str
     left: str
@@ -29,9 +37,17 @@ class TrialOut(Schema):
     answered: bool
 
 
+class DisplayOut(Schema):
+    mode: str
+    flicker_hz: float
+    zoom: int
+
+
 class SessionOut(Schema):
     session: uuid.UUID
     study: str
+    display: DisplayOut
+    break_every: int
     trials: list[TrialOut]
     answered: int
     total: int
@@ -44,6 +60,8 @@ class VoteIn(Schema):
     side: str
     client_id: uuid.UUID
     rt_ms: float
+    display_mode: str = ""
+    tab_id: str = ""
 
 
 class VoteOut(Schema):
@@ -53,12 +71,21 @@ class VoteOut(Schema):
     total: int
 
 
+class MTurkOut(Schema):
+    submit_url: str
+    assignment_id: str
+
+
 class CompletionOut(Schema):
     completion_code: str
+    screened_out: bool
+    redirect_url: str | None
+    mturk: MTurkOut | None
 
 
 class Error(Schema):
     detail: str
+    reason: str = ""
 
 
 ERRORS = {400: Error, 403: Error, 404: Error, 409: Error, 410: Error, 422: Error}
@@ -75,17 +102,21 @@ def _session_out(session: RaterSession) -> dict:
     rows = [
         {
             "index": trial.index,
+            "practice": trial.kind == Trial.Kind.PRACTICE,
             "triplet": trial.triplet_id,
             "reference": trial.triplet.patch.image.url,
-            "left": trial.stimulus_on("left").image.url,
-            "right": trial.stimulus_on("right").image.url,
+            "left": trial.image_on("left").url,
+            "right": trial.image_on("right").url,
             "answered": hasattr(trial, "vote"),
         }
         for trial in trials
     ]
+    study = session.study
     return {
         "session": session.token,
-        "study": session.study.slug,
+        "study": study.slug,
+        "display": {"mode": study.display_mode, "flicker_hz": study.flicker_hz, "zoom": study.zoom},
+        "break_every": study.break_every,
         "trials": rows,
         "answered": sum(row["answered"] for row in rows),
         "total": len(rows),
@@ -97,10 +128,16 @@ def _session_out(session: RaterSession) -> dict:
 def start_session(request, slug: str, payload: SessionIn):
     """Start a rater session, or resume the participant's session if they already have one."""
     study = get_object_or_404(Study, slug=slug)
-    session = services.start_session(
-        study, payload.participant_id, request.headers.get("User-Agent", "")
+    arrival = services.Arrival(
+        participant_id=payload.participant_id,
+        market=payload.market,
+        tab_id=payload.tab_id,
+        user_agent=request.headers.get("User-Agent", ""),
+        screen_w=payload.screen_w,
+        screen_h=payload.screen_h,
+        dpr=payload.dpr,
     )
-    return Status(201, _session_out(session))
+    return Status(201, _session_out(services.start_session(study, arrival)))
 
 
 @router.get("/sessions/{token}", response={200: SessionOut, **ERRORS})
@@ -120,18 +157,26 @@ def post_vote(request, token: uuid.UUID, payload: VoteIn):
         side=payload.side,
         client_id=payload.client_id,
         rt_ms=payload.rt_ms,
+        display_mode=payload.display_mode,
+        tab_id=payload.tab_id,
     )
-    answered = session.trials.filter(vote__isnull=False).count()
-    body = {
-        "recorded": result.created,
-        "replay": not result.created,
-        "answered": answered,
-        "total": session.trials.count(),
-    }
-    return Status(201 if result.created else 200, body)
+    counts = session.trials.aggregate(
+        total=Count("pk"), answered=Count("pk", filter=Q(vote__isnull=False))
+    )
+    return Status(
+        201 if result.created else 200,
+        {"recorded": result.created, "replay": not result.created, **counts},
+    )
 
 
 @router.post("/sessions/{token}/finish", response={200: CompletionOut, **ERRORS})
 def finish_session(request, token: uuid.UUID):
-    """Close the session once every vote is in, and return the completion code."""
-    return {"completion_code": services.finish_session(_session(token))}
+    """Close the session once every vote is in; return the code and where to send the rater."""
+    done = services.finish_session(_session(token))
+    mturk = {"submit_url": done.mturk_submit_url, "assignment_id": done.assignment_id}
+    return {
+        "completion_code": done.code,
+        "screened_out": done.screened_out,
+        "redirect_url": done.redirect_url,
+        "mturk": mturk if done.mturk_submit_url else None,
+    }

@@ -1,7 +1,8 @@
 """Rater sessions, their trials and the votes cast on them.
 
-A vote is keyed twice: by its trial (one vote per trial) and by the id the
-client generated, so a retried POST finds the vote it already made.
+A vote is keyed twice: by its trial (one vote per trial; a trial is a session
+and an index) and by the id the client generated, so a retried POST finds the
+vote it already made.
 """
 
 import hashlib
@@ -15,22 +16,53 @@ from studies.models import Study, Triplet
 
 
 def pseudonym(raw_id: str) -> str:
-    """A stable, non-reversible rater id for exports (HMAC of the crowd id)."""
+    """A stable, non-reversible rater id for exports (HMAC of the hashed crowd id)."""
     digest = hmac.new(settings.PSEUDONYM_KEY.encode(), raw_id.encode(), hashlib.sha256)
     return "r" + digest.hexdigest()[:12]
 
 
 class RaterSession(models.Model):
+    class Market(models.TextChoices):
+        ANONYMOUS = "anonymous", "Anonymous link"
+        PROLIFIC = "prolific", "Prolific"
+        MTURK = "mturk", "Amazon Mechanical Turk"
+
+    class QualityOverride(models.TextChoices):
+        AUTO = "auto", "Follow the flags"
+        INCLUDE = "include", "Include despite flags"
+        EXCLUDE = "exclude", "Exclude"
+
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="sessions")
     token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    # Hash of the crowd id (or of the token for anonymous links); never the raw id.
+    # Hash of the crowd id (or of a random id for anonymous links); never the raw id.
     rater_hash = models.CharField(max_length=64, db_index=True)
+    market = models.CharField(max_length=12, choices=Market.choices, default=Market.ANONYMOUS)
+    # Market bookkeeping that identifies a submission, not a person.
+    market_study_id = models.CharField(max_length=100, blank=True)
+    market_session_id = models.CharField(max_length=100, blank=True)
+    turk_submit_to = models.URLField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    active_tab = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=400, blank=True)
+    screen_w = models.PositiveIntegerField(null=True, blank=True)
+    screen_h = models.PositiveIntegerField(null=True, blank=True)
+    dpr = models.FloatField(null=True, blank=True, help_text="devicePixelRatio")
+    screened_out = models.BooleanField(default=False)
+    # Quality control (quality.services.refresh): the measures, the flags, and the admin's call.
+    quality = models.JSONField(default=dict, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    flagged = models.BooleanField(default=False, db_index=True)
+    quality_override = models.CharField(
+        max_length=8, choices=QualityOverride.choices, default=QualityOverride.AUTO
+    )
 
     class Meta:
         ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "rater_hash"], name="one_session_per_rater")
+        ]
 
     def __str__(self) -> str:
         return f"session {self.token}"
@@ -43,26 +75,61 @@ class RaterSession(models.Model):
     def is_finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def excluded(self) -> bool:
+        """Whether exports and fits leave this rater out when the study excludes flagged raters."""
+        if self.quality_override == self.QualityOverride.AUTO:
+            return self.flagged
+        return self.quality_override == self.QualityOverride.EXCLUDE
+
 
 class Trial(models.Model):
-    """One triplet shown to one session, with its left/right order fixed when it is handed out."""
+    """One thing shown to one session at one index, with its left/right order fixed."""
+
+    class Kind(models.TextChoices):
+        PRACTICE = "practice", "Practice (left out of the data)"
+        REGULAR = "regular", "Regular"
+        SENTINEL = "sentinel", "Sentinel (one side is the reference)"
+        REPEAT = "repeat", "Repeat (an earlier trial, sides swapped)"
 
     session = models.ForeignKey(RaterSession, on_delete=models.CASCADE, related_name="trials")
     index = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.REGULAR)
     triplet = models.ForeignKey(Triplet, on_delete=models.CASCADE, related_name="trials")
     # False: p0 on the left, p1 on the right. True: swapped.
     p1_on_left = models.BooleanField()
+    # Sentinels show the reference itself on this side, the triplet's lower-rate stimulus on the other.
+    sentinel_side = models.CharField(max_length=5, blank=True)
+    repeat_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    # Set when the lease ran out unanswered and the triplet went back to the pool.
+    released = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["session", "index"]
         constraints = [
             models.UniqueConstraint(fields=["session", "index"], name="unique_trial_index"),
-            models.UniqueConstraint(fields=["session", "triplet"], name="triplet_once_per_session"),
+            models.UniqueConstraint(
+                fields=["session", "triplet"],
+                condition=models.Q(kind="regular"),
+                name="triplet_once_per_session",
+            ),
         ]
+
+    def image_on(self, side: str):
+        """The image field shown on ``side``."""
+        if self.kind == self.Kind.SENTINEL:
+            if side == self.sentinel_side:
+                return self.triplet.patch.image
+            return self.lower_rate_stimulus().image
+        return self.stimulus_on(side).image
 
     def stimulus_on(self, side: str):
         shows_p1 = self.p1_on_left if side == "left" else not self.p1_on_left
         return self.triplet.p1 if shows_p1 else self.triplet.p0
+
+    def lower_rate_stimulus(self):
+        p0, p1 = self.triplet.p0, self.triplet.p1
+        return p0 if p0.bpp <= p1.bpp else p1
 
 
 class Vote(models.Model):
@@ -74,10 +141,18 @@ class Vote(models.Model):
     client_id = models.UUIDField(unique=True)
     side = models.CharField(max_length=5, choices=Side.choices)
     chose_p1 = models.BooleanField()
-    rt_ms = models.FloatField(
-        help_text="From the images being shown to the response (performance.now())."
-    )
+    rt_ms = models.FloatField(help_text="From the images being painted to the response.")
+    display_mode = models.CharField(max_length=16, default="side-by-side")
+    # The trial's lease had run out when the vote arrived: kept, never lost, but marked.
+    late = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+
+    @property
+    def correct(self) -> bool | None:
+        """For a sentinel: whether the rater picked the reference."""
+        if self.trial.kind != Trial.Kind.SENTINEL:
+            return None
+        return self.side == self.trial.sentinel_side

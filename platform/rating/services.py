@@ -1,87 +1,287 @@
-"""The rater side's logic: handing out trials and recording votes.
+"""The rater side's logic: sessions, the assignment engine, and votes.
 
-The assignment engine gives each triplet at most ``votes_per_triplet`` trials,
-each from a different session, under a row lock (``SELECT … FOR UPDATE SKIP
-LOCKED`` on PostgreSQL; SQLite serialises writers). Votes are idempotent on the
-client's id, so a retried POST never makes a second vote.
+The engine gives each triplet at most ``votes_per_triplet`` regular trials,
+each in a different session, under a row lock (``SELECT … FOR UPDATE SKIP
+LOCKED`` on PostgreSQL; SQLite serialises writers). A session's unanswered
+trials are leased: when it has been idle for ``lease_minutes`` they go back to
+the pool, and come back to the session (or are replaced) if it returns.
+Around the regular trials a session gets practice trials first, sentinels
+(one side is the reference itself) and repeats (an earlier trial with the
+sides swapped); none of them counts towards a triplet's votes.
+
+Votes are idempotent on the client's id, so a retried POST never makes a
+second vote, and a vote that arrives after its lease ran out is kept, marked late.
 """
 
 import hashlib
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from studies.models import Study, Triplet
 
 from .models import RaterSession, Trial, Vote
 
+# A tab that was heard from this recently holds its session against other tabs.
+ACTIVE_TAB_WINDOW = timedelta(seconds=90)
+
 
 class RatingError(Exception):
-    """A request the rater side refuses; ``status`` is the HTTP status to answer with."""
+    """A request the rater side refuses; ``status`` is the HTTP status, ``reason`` a stable key."""
 
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int = 400, reason: str = "invalid"):
         super().__init__(message)
-        if status is not None:
-            self.status = status
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Who is starting a session, as the rater page reports it."""
+
+    participant_id: str | None = None
+    market: dict | None = None
+    tab_id: str = ""
+    user_agent: str = ""
+    screen_w: int | None = None
+    screen_h: int | None = None
+    dpr: float | None = None
+
+    @property
+    def crowd_id(self) -> str | None:
+        market = self.market or {}
+        return self.participant_id or market.get("PROLIFIC_PID") or market.get("workerId") or None
+
+    @property
+    def market_name(self) -> str:
+        market = self.market or {}
+        if market.get("PROLIFIC_PID"):
+            return RaterSession.Market.PROLIFIC
+        if market.get("workerId") or market.get("assignmentId"):
+            return RaterSession.Market.MTURK
+        return RaterSession.Market.ANONYMOUS
 
 
 def rater_hash(study: Study, participant_id: str) -> str:
     return hashlib.sha256(f"{study.pk}:{participant_id}".encode()).hexdigest()
 
 
-def start_session(
-    study: Study, participant_id: str | None = None, user_agent: str = ""
-) -> RaterSession:
-    """Open a session (or resume the participant's open one) with its trials assigned."""
-    if study.status != Study.Status.READY:
-        raise RatingError("This study is not open for rating.", status=409)
-    if participant_id:
-        existing = RaterSession.objects.filter(
-            study=study, rater_hash=rater_hash(study, participant_id)
-        ).first()
+# --- sessions ------------------------------------------------------------------------
+
+
+def start_session(study: Study, arrival: Arrival) -> RaterSession:
+    """Open a session with its trials, or resume the participant's session."""
+    if study.status not in (Study.Status.READY, Study.Status.COMPLETE):
+        raise RatingError("This study is not open for rating.", 409, "not-open")
+    crowd_id = arrival.crowd_id
+    if crowd_id:
+        existing = RaterSession.objects.filter(study=study, rater_hash=rater_hash(study, crowd_id)).first()
         if existing:
-            return existing
-    participant_id = participant_id or f"anonymous:{uuid.uuid4()}"
-    with transaction.atomic():
-        session = RaterSession.objects.create(
-            study=study, rater_hash=rater_hash(study, participant_id), user_agent=user_agent[:400]
-        )
-        chosen = _claim_triplets(study, study.trials_per_session)
-        if not chosen:
-            raise RatingError("This study has all the votes it needs. Thank you!", status=410)
-        rng = random.Random(session.token.int)
-        Trial.objects.bulk_create(
-            Trial(session=session, index=i, triplet_id=t, p1_on_left=rng.random() < 0.5)
-            for i, t in enumerate(chosen)
-        )
+            return resume_session(existing, arrival)
+    if study.status == Study.Status.COMPLETE:
+        raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
+    release_expired_trials(study)
+    try:
+        with transaction.atomic():
+            session = RaterSession.objects.create(
+                study=study,
+                rater_hash=rater_hash(study, crowd_id or f"anonymous:{uuid.uuid4()}"),
+                **_arrival_fields(arrival),
+            )
+            regular = _claim_triplets(study, study.trials_per_session, exclude=())
+            if not regular:
+                raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
+            _lay_out_trials(session, regular)
+    except IntegrityError:
+        # The same participant started twice at once: the other request made the session.
+        return resume_session(RaterSession.objects.get(study=study, rater_hash=rater_hash(study, crowd_id)), arrival)
     return session
 
 
-def _claim_triplets(study: Study, count: int) -> list[int]:
-    """Lock the least-assigned open triplets, prefer distinct reference patches, and count them out."""
-    open_triplets = Triplet.objects.filter(study=study, assigned__lt=study.votes_per_triplet)
-    if connection.features.has_select_for_update_skip_locked:
-        open_triplets = open_triplets.select_for_update(skip_locked=True)
-    candidates = list(
-        open_triplets.order_by("assigned", "?").values_list("pk", "patch_id")[: count * 4]
+def _arrival_fields(arrival: Arrival) -> dict:
+    market = arrival.market or {}
+    return {
+        "market": arrival.market_name,
+        "market_study_id": str(market.get("STUDY_ID") or market.get("hitId") or "")[:100],
+        "market_session_id": str(market.get("SESSION_ID") or market.get("assignmentId") or "")[:100],
+        "turk_submit_to": _checked_turk_submit_to(market.get("turkSubmitTo", "")),
+        "active_tab": arrival.tab_id[:64],
+        "user_agent": arrival.user_agent[:400],
+        "screen_w": arrival.screen_w,
+        "screen_h": arrival.screen_h,
+        "dpr": arrival.dpr,
+    }
+
+
+def _checked_turk_submit_to(url: str) -> str:
+    """Only MTurk's own hosts may receive the completion form (no open redirect)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if origin not in settings.TWOAFC_MTURK_SUBMIT_ORIGINS:
+        raise RatingError("turkSubmitTo is not an MTurk address.", 400, "invalid")
+    return origin
+
+
+def resume_session(session: RaterSession, arrival: Arrival) -> RaterSession:
+    """The same participant again: refuse or join, per the study's duplicate policy."""
+    study = session.study
+    refuse = study.duplicate_policy == Study.DuplicatePolicy.REFUSE
+    if session.is_finished and refuse:
+        raise RatingError("You have already completed this study.", 409, "completed")
+    if refuse and _held_by_other_tab(session, arrival.tab_id):
+        raise RatingError(
+            "This study is already open in another tab or window. Close this one and continue there.",
+            409,
+            "other-tab",
+        )
+    RaterSession.objects.filter(pk=session.pk).update(
+        active_tab=arrival.tab_id[:64] or session.active_tab, last_seen_at=timezone.now()
     )
-    chosen, seen_patches, rest = [], set(), []
-    for triplet_id, patch_id in candidates:
-        if patch_id in seen_patches:
-            rest.append(triplet_id)
+    if not session.is_finished:
+        _renew_released_trials(session)
+    session.refresh_from_db()
+    return session
+
+
+def _held_by_other_tab(session: RaterSession, tab_id: str) -> bool:
+    recent = timezone.now() - session.last_seen_at < ACTIVE_TAB_WINDOW
+    return bool(session.active_tab) and bool(tab_id) and tab_id != session.active_tab and recent
+
+
+# --- the assignment engine ----------------------------------------------------------
+
+
+def _claim_triplets(study: Study, count: int, exclude) -> list[Triplet]:
+    """Lock open triplets, spread over sources and patches, and count them out.
+
+    Least-assigned first; within that, round-robin over source images, one
+    triplet per reference patch before any patch repeats.
+    """
+    open_triplets = Triplet.objects.filter(study=study, assigned__lt=study.votes_per_triplet).exclude(
+        pk__in=list(exclude)
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        open_triplets = open_triplets.select_for_update(skip_locked=True, of=("self",))
+    candidates = list(
+        open_triplets.select_related("patch").order_by("assigned", "?")[: max(count * 4, 40)]
+    )
+    by_source: dict[int, list[Triplet]] = {}
+    seen_patches: set[int] = set()
+    rest = []
+    for triplet in candidates:
+        if triplet.patch_id in seen_patches:
+            rest.append(triplet)
         else:
-            seen_patches.add(patch_id)
-            chosen.append(triplet_id)
+            seen_patches.add(triplet.patch_id)
+            by_source.setdefault(triplet.patch.source_id, []).append(triplet)
+    chosen = []
+    queues = list(by_source.values())
+    while queues and len(chosen) < count:
+        for queue in list(queues):
+            if queue:
+                chosen.append(queue.pop(0))
+            if not queue:
+                queues.remove(queue)
     chosen = (chosen + rest)[:count]
-    Triplet.objects.filter(pk__in=chosen).update(assigned=F("assigned") + 1)
-    random.shuffle(chosen)
+    for triplet in chosen:
+        # Which side p1 goes on alternates over the raters of a triplet: balanced left/right.
+        triplet.p1_on_left = (triplet.assigned + triplet.pk) % 2 == 1
+    Triplet.objects.filter(pk__in=[t.pk for t in chosen]).update(assigned=F("assigned") + 1)
     return chosen
+
+
+def _lay_out_trials(session: RaterSession, regular: list[Triplet]) -> None:
+    """Practice first, then the regular trials with sentinels and repeats mixed in."""
+    study = session.study
+    rng = random.Random(session.token.int)
+    rng.shuffle(regular)
+    trials: list[Trial] = []
+    practice_pool = list(Triplet.objects.filter(study=study).order_by("?")[: study.practice_trials])
+    for triplet in practice_pool:
+        trials.append(Trial(kind=Trial.Kind.PRACTICE, triplet=triplet, p1_on_left=rng.random() < 0.5))
+    main = [Trial(kind=Trial.Kind.REGULAR, triplet=t, p1_on_left=t.p1_on_left) for t in regular]
+    for _ in range(round(len(regular) * study.sentinel_rate)):
+        position = rng.randrange(len(main) + 1)
+        main.insert(position, Trial(
+            kind=Trial.Kind.SENTINEL, triplet=rng.choice(regular), p1_on_left=False,
+            sentinel_side=rng.choice(["left", "right"]),
+        ))  # fmt: skip
+    repeats = rng.sample(range(len(regular)), min(len(regular), round(len(regular) * study.repeat_rate)))
+    originals = [t for t in main if t.kind == Trial.Kind.REGULAR]
+    for number in repeats:
+        original = originals[number]
+        after = main.index(original) + 1
+        main.insert(rng.randrange(after, len(main) + 1), Trial(
+            kind=Trial.Kind.REPEAT, triplet=original.triplet, p1_on_left=not original.p1_on_left,
+        ))  # fmt: skip
+    trials += main
+    for index, trial in enumerate(trials):
+        trial.session, trial.index = session, index
+    Trial.objects.bulk_create(trials)
+    # Repeats point at their originals once both have primary keys.
+    by_triplet = {t.triplet_id: t for t in trials if t.kind == Trial.Kind.REGULAR}
+    for trial in trials:
+        if trial.kind == Trial.Kind.REPEAT:
+            trial.repeat_of = by_triplet[trial.triplet_id]
+    Trial.objects.bulk_update([t for t in trials if t.kind == Trial.Kind.REPEAT], ["repeat_of"])
+
+
+def release_expired_trials(study: Study) -> int:
+    """Return the unanswered regular trials of idle sessions to the pool; returns how many."""
+    cutoff = timezone.now() - timedelta(minutes=study.lease_minutes)
+    with transaction.atomic():
+        expired = Trial.objects.filter(
+            session__study=study, session__finished_at__isnull=True, session__last_seen_at__lt=cutoff,
+            kind=Trial.Kind.REGULAR, released=False, vote__isnull=True,
+        )  # fmt: skip
+        if connection.features.has_select_for_update_skip_locked:
+            expired = expired.select_for_update(skip_locked=True, of=("self",))
+        trials = list(expired.values_list("pk", "triplet_id"))
+        if not trials:
+            return 0
+        Trial.objects.filter(pk__in=[pk for pk, _ in trials]).update(released=True)
+        per_triplet: dict[int, int] = {}
+        for _, triplet_id in trials:
+            per_triplet[triplet_id] = per_triplet.get(triplet_id, 0) + 1
+        for triplet_id, count in per_triplet.items():
+            Triplet.objects.filter(pk=triplet_id).update(assigned=F("assigned") - count)
+        Study.objects.filter(pk=study.pk, status=Study.Status.COMPLETE).update(status=Study.Status.READY)
+    return len(trials)
+
+
+def _renew_released_trials(session: RaterSession) -> None:
+    """A returning session takes its released trials back, or gets open triplets instead."""
+    study = session.study
+    with transaction.atomic():
+        released = list(session.trials.filter(released=True, vote__isnull=True).select_related("triplet"))
+        if not released:
+            return
+        held = set(session.trials.filter(kind=Trial.Kind.REGULAR).values_list("triplet_id", flat=True))
+        for trial in released:
+            reclaimed = Triplet.objects.filter(
+                pk=trial.triplet_id, assigned__lt=study.votes_per_triplet
+            ).update(assigned=F("assigned") + 1)
+            if not reclaimed:
+                replacement = _claim_triplets(study, 1, exclude=held)
+                if not replacement:
+                    trial.delete()  # nothing left to rate in its place
+                    continue
+                trial.triplet = replacement[0]
+                held.add(trial.triplet_id)
+            trial.released = False
+            trial.save(update_fields=["triplet", "released"])
+
+
+# --- votes ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,18 +298,23 @@ def record_vote(
     side: str,
     client_id: uuid.UUID,
     rt_ms: float,
+    display_mode: str = "",
+    tab_id: str = "",
 ) -> RecordedVote:
     """Store one vote. A replay of the same client id returns the stored vote unchanged."""
     replay = _replayed(session, client_id, index)
     if replay:
         return RecordedVote(replay, created=False)
     if session.is_finished:
-        raise RatingError("This session has ended; no more votes are taken.", status=409)
+        raise RatingError("This session has ended; no more votes are taken.", 409, "ended")
     if side not in Vote.Side.values:
-        raise RatingError("side must be 'left' or 'right'.", status=422)
-    trial = session.trials.select_related("triplet").filter(index=index).first()
+        raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
+    study = session.study
+    if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(session, tab_id):
+        raise RatingError("This session continues in another tab.", 409, "other-tab")
+    trial = session.trials.select_related("triplet__p0", "triplet__p1").filter(index=index).first()
     if trial is None or trial.triplet_id != triplet_id:
-        raise RatingError("That triplet is not assigned to this session at that index.", status=403)
+        raise RatingError("That triplet is not assigned to this session at that index.", 403, "not-assigned")
     try:
         with transaction.atomic():
             vote = Vote.objects.create(
@@ -118,12 +323,17 @@ def record_vote(
                 side=side,
                 chose_p1=trial.stimulus_on(side).pk == trial.triplet.p1_id,
                 rt_ms=max(0.0, float(rt_ms)),
+                display_mode=display_mode[:16] or study.display_mode,
+                late=trial.released,
+            )
+            RaterSession.objects.filter(pk=session.pk).update(
+                last_seen_at=timezone.now(), active_tab=tab_id[:64] or session.active_tab
             )
     except IntegrityError:
         replay = _replayed(session, client_id, index)
         if replay:
             return RecordedVote(replay, created=False)
-        raise RatingError("This trial has already been answered.", status=409) from None
+        raise RatingError("This trial has already been answered.", 409, "answered") from None
     return RecordedVote(vote, created=True)
 
 
@@ -132,17 +342,59 @@ def _replayed(session: RaterSession, client_id: uuid.UUID, index: int) -> Vote |
     if vote is None:
         return None
     if vote.trial.session_id != session.pk or vote.trial.index != index:
-        raise RatingError("That client id was already used for another vote.", status=409)
+        raise RatingError("That client id was already used for another vote.", 409, "reused-id")
     return vote
 
 
-def finish_session(session: RaterSession) -> str:
-    """Close a session once every trial has its vote; returns the completion code."""
+# --- the end of a session -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completion:
+    code: str
+    screened_out: bool
+    redirect_url: str | None
+    mturk_submit_url: str | None
+    assignment_id: str
+
+
+def finish_session(session: RaterSession) -> Completion:
+    """Close a session once every trial has its vote, and say how the rater is paid."""
+    from quality.services import refresh_quality
+
     missing = session.trials.filter(vote__isnull=True).count()
     if missing:
-        raise RatingError(f"{missing} trial(s) still have no vote.", status=409)
+        raise RatingError(f"{missing} trial(s) still have no vote.", 409, "missing-votes")
     if not session.is_finished:
+        refresh_quality(session)
+        session.refresh_from_db()
+        screened_out = "sentinel_accuracy" in session.flags
         RaterSession.objects.filter(pk=session.pk, finished_at__isnull=True).update(
-            finished_at=timezone.now()
+            finished_at=timezone.now(), screened_out=screened_out
         )
-    return session.study.completion_code
+        session.refresh_from_db()
+        close_if_complete(session.study)
+    study = session.study
+    code = study.screened_out_code if session.screened_out else study.completion_code
+    is_prolific = session.market == RaterSession.Market.PROLIFIC
+    return Completion(
+        code=code,
+        screened_out=session.screened_out,
+        redirect_url=settings.PROLIFIC_COMPLETE_URL.format(code=code) if is_prolific else None,
+        mturk_submit_url=f"{session.turk_submit_to}/mturk/externalSubmit" if session.turk_submit_to else None,
+        assignment_id=session.market_session_id,
+    )
+
+
+def close_if_complete(study: Study) -> bool:
+    """A study whose every triplet has its regular votes closes to new raters."""
+    regular_votes = Q(trials__kind=Trial.Kind.REGULAR, trials__vote__isnull=False)
+    short = (
+        study.triplets.annotate(votes=Count("trials", filter=regular_votes))
+        .filter(votes__lt=study.votes_per_triplet)
+        .exists()
+    )
+    if short:
+        return False
+    Study.objects.filter(pk=study.pk, status=Study.Status.READY).update(status=Study.Status.COMPLETE)
+    return True

@@ -72,7 +72,7 @@ def rate_one_session(
     client: ApiClient, slug: str, participant_id: str, observer: SimulatedObserver
 ) -> tuple[int, str | None]:
     """Run one rater from start to completion code. Returns (votes cast, code), or (0, None) when full."""
-    response = client.post(f"/studies/{slug}/sessions", {"participant_id": participant_id})
+    response = client.post(f"/studies/{slug}/sessions", {"participant_id": participant_id, "tab_id": participant_id})
     if response.status_code in (409, 410):
         return 0, None
     response.raise_for_status()
@@ -91,6 +91,7 @@ def rate_one_session(
                 "side": side,
                 "client_id": str(uuid.uuid4()),
                 "rt_ms": random.lognormvariate(7.0, 0.4),
+                "tab_id": participant_id,
             }
             client.post(f"/sessions/{session['session']}/votes", vote).raise_for_status()
     finished = client.post(f"/sessions/{session['session']}/finish", {})

@@ -1,20 +1,36 @@
-"""The rater page. All of its data comes from the JSON API in rating.api."""
+"""The rater page. Its data comes from the JSON API in rating.api."""
 
 from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
 
-# Query parameters under which crowd markets pass the participant's id.
-PARTICIPANT_PARAMS = ("PROLIFIC_PID", "workerId", "participant")
+# Query parameters the crowd markets append to the study URL (REFERENCE.md §5).
+MARKET_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
 def rate(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
-    participant_id = next(
-        (request.GET[name] for name in PARTICIPANT_PARAMS if request.GET.get(name)), ""
-    )
+    market = {name: request.GET[name][:200] for name in MARKET_PARAMS if request.GET.get(name)}
+    participant_id = market.get("PROLIFIC_PID") or market.get("workerId") or request.GET.get("participant", "")
     return render(
         request,
         "rating/rate.html",
-        {"study": study, "api_base": "/api", "participant_id": participant_id[:200]},
+        {
+            "study": study,
+            "api_base": "/api",
+            "participant_id": participant_id[:200],
+            "market": market,
+            "preview": market.get("assignmentId") == MTURK_PREVIEW,
+            "example": example_triplet(study),
+        },
     )
+
+
+def example_triplet(study: Study) -> dict | None:
+    """One real triplet for the instructions: the reference, its better and its worse version."""
+    triplet = study.triplets.select_related("patch", "p0", "p1").first()
+    if triplet is None:
+        return None
+    better, worse = sorted((triplet.p0, triplet.p1), key=lambda stimulus: -stimulus.bpp)
+    return {"reference": triplet.patch.image.url, "better": better.image.url, "worse": worse.image.url}

@@ -26,7 +26,16 @@ class Study(models.Model):
         DRAFT = "draft", "Draft"
         GENERATING = "generating", "Generating"
         READY = "ready", "Ready for rating"
+        COMPLETE = "complete", "Complete: every triplet has its votes"
         FAILED = "failed", "Generation failed"
+
+    class DisplayMode(models.TextChoices):
+        SIDE_BY_SIDE = "side-by-side", "Side by side"
+        FLICKER = "flicker", "Flicker (each side alternates with the reference)"
+
+    class DuplicatePolicy(models.TextChoices):
+        REFUSE = "refuse", "Refuse a second tab or attempt"
+        JOIN = "join", "Join it to the same session"
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True, blank=True)
@@ -42,7 +51,42 @@ class Study(models.Model):
     )
     votes_per_triplet = models.PositiveIntegerField(default=3)
     trials_per_session = models.PositiveIntegerField(default=20)
+    practice_trials = models.PositiveIntegerField(default=3, help_text="Flagged and left out of the data.")
+    break_every = models.PositiveIntegerField(default=40, help_text="Trials between breaks (0: none).")
+    sentinel_rate = models.FloatField(
+        default=0.10, help_text="Share of extra trials where one side is the reference itself."
+    )
+    repeat_rate = models.FloatField(
+        default=0.05, help_text="Share of extra trials repeating an earlier one with the sides swapped."
+    )
+    lease_minutes = models.PositiveIntegerField(
+        default=30, help_text="Unanswered trials of a session idle this long go back to the pool."
+    )
+    duplicate_policy = models.CharField(
+        max_length=8, choices=DuplicatePolicy.choices, default=DuplicatePolicy.REFUSE
+    )
+    # What raters see.
+    zoom = models.PositiveSmallIntegerField(default=4, help_text="Screen pixels per image pixel, at most.")
+    display_mode = models.CharField(max_length=16, choices=DisplayMode.choices, default=DisplayMode.SIDE_BY_SIDE)
+    flicker_hz = models.FloatField(default=8.0, help_text="Flicker mode: alternations per second.")
+    consent_text = models.TextField(blank=True)
+    instructions_text = models.TextField(blank=True)
+    debrief_text = models.TextField(blank=True)
+    # Recruiting: codes the crowd market expects at the end.
     completion_code = models.CharField(max_length=32, default=_completion_code)
+    screened_out_code = models.CharField(
+        max_length=32, default=_completion_code, help_text="Given to raters who fail the sentinel trials."
+    )
+    # Quality-control thresholds (see quality.services for what each measures).
+    qc_min_sentinel_accuracy = models.FloatField(default=0.8)
+    qc_min_repeat_agreement = models.FloatField(default=0.5)
+    qc_min_median_rt_ms = models.FloatField(default=400)
+    qc_fast_rt_ms = models.FloatField(default=300, help_text="A response faster than this is too fast.")
+    qc_max_fast_share = models.FloatField(default=0.2)
+    qc_max_side_share = models.FloatField(default=0.9, help_text="Share of answers on one side (position bias).")
+    exclude_flagged_raters = models.BooleanField(
+        default=True, help_text="Exports and fits leave out raters flagged by quality control."
+    )
     seed = models.PositiveIntegerField(default=0, help_text="Seeds patch positions.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -66,6 +110,11 @@ class Study(models.Model):
             raise ValidationError({"crop_size": "The crop must be at least one patch wide."})
         if self.votes_per_triplet < 1:
             raise ValidationError({"votes_per_triplet": "At least one vote per triplet."})
+        for rate in ("sentinel_rate", "repeat_rate"):
+            if not 0 <= getattr(self, rate) <= 0.5:
+                raise ValidationError({rate: "Use a share between 0 and 0.5."})
+        if self.zoom < 1 or self.flicker_hz <= 0:
+            raise ValidationError("Zoom must be at least 1 and the flicker rate positive.")
 
     def get_absolute_url(self) -> str:
         return reverse("rating:rate", args=[self.slug])

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "twoafc",  # project-wide commands: demo
     "studies",
     "rating",
+    "quality",
     "datasets",
     "analytics",
 ]
@@ -177,6 +178,10 @@ if CELERY_BROKER_URL.startswith("redis"):
 TWOAFC_GPU_FALLBACK_CPU = envbool("TWOAFC_GPU_FALLBACK_CPU", True)
 
 # --- Rating -------------------------------------------------------------------
+# Where an MTurk ExternalQuestion may send its completion form (turkSubmitTo).
+TWOAFC_MTURK_SUBMIT_ORIGINS = envlist(
+    "TWOAFC_MTURK_SUBMIT_ORIGINS", "https://www.mturk.com,https://workersandbox.mturk.com"
+)
 PROLIFIC_COMPLETE_URL = envstr(
     "TWOAFC_PROLIFIC_COMPLETE_URL", "https://app.prolific.com/submissions/complete?cc={code}"
 )

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def voted_study(ready_study):
     """Three raters (ids a real market would send) answer every trial: p1 whenever it is on the left."""
     for participant in ("PROLIFIC-AAA", "PROLIFIC-BBB", "PROLIFIC-CCC"):
-        session = rating.start_session(ready_study, participant)
+        session = rating.start_session(ready_study, rating.Arrival(participant_id=participant))
         for trial in session.trials.all():
             side = "left" if trial.p1_on_left else "right"
             rating.record_vote(session, index=trial.index, triplet_id=trial.triplet_id, side=side,

@@ -120,7 +120,12 @@ def test_finishing_needs_every_vote_and_then_refuses_late_votes(client, ready_st
     last = session["trials"][-1]
     vote(client, token, last)
     done = client.post(f"/api/sessions/{token}/finish")
-    assert done.json() == {"completion_code": ready_study.completion_code}
+    assert done.json() == {
+        "completion_code": ready_study.completion_code,
+        "screened_out": False,
+        "redirect_url": None,
+        "mturk": None,
+    }
     late = vote(client, token, last)  # a new client id: not a replay
     assert late.status_code == 409 and "ended" in late.json()["detail"]
     assert Vote.objects.count() == 10
@@ -136,7 +141,7 @@ def test_no_triplet_is_handed_out_more_often_than_it_needs_votes(client, ready_s
             per_triplet[t["triplet"]] = per_triplet.get(t["triplet"], 0) + 1
     assert set(per_triplet.values()) == {2} and len(per_triplet) == 18
     full = start(client, ready_study)
-    assert full.status_code == 410 and "all the votes" in full.json()["detail"]
+    assert full.status_code == 410 and full.json()["reason"] == "full"
     assert Trial.objects.count() == 36
 
 

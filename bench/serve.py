@@ -1,0 +1,686 @@
+"""Throughput of the rater vote path under gunicorn, against a one-INSERT ceiling.
+
+    .venv/bin/python bench/serve.py [--quick] [--raters N] [--duration S]
+                                    [--workers W] [--threads T] [--profile]
+
+1. Drops and recreates a PostgreSQL database (``twoafc_bench``), migrates it and
+   builds a READY study in-process (eager Celery, jpeg/webp at crop 256), sized
+   so every rater's every session gets its full trials.
+2. Serves the app with gunicorn (gthread) on a free loopback port.
+3. Drives N concurrent simulated raters (asyncio + aiohttp, one keep-alive pool):
+   start a session, vote on each trial (random side, uuid client_id, rt_ms;
+   about 2 % of votes are sent twice with the same client_id), finish, start
+   another session, until the duration is up or the rater's session cap is met.
+   No images are fetched. Then the acknowledged votes are checked against the
+   database: lost (acked, absent), duplicated (a second row per trial or per
+   client id, or a replay answered as new).
+4. Serves ``bench/ceiling`` (the same settings plus ``POST /ceiling/``: one
+   INSERT) with the same gunicorn flags and drives it with the same client,
+   concurrency and duration. ratio = votes_per_s / ceiling_per_s.
+5. Below the target ratio (or with --profile), profiles the vote path in-process
+   (cProfile over Django's test client) and counts its queries.
+6. Stops gunicorn and drops the database.
+
+Everything goes to 127.0.0.1. Diagnostics go to stderr; the last stdout line is
+one JSON object: {"raters", "votes_per_s", "ceiling_per_s", "ratio", "p50_ms",
+"p99_ms", "errors", "lost", "duplicated", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import io
+import json
+import math
+import os
+import pstats
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SOURCE_ROOTS = [ROOT / "platform", ROOT / "codecs", BENCH]
+STUDY_SLUG = "bench"
+PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "camera",
+    "hubble_deep_field", "immunohistochemistry", "retina",
+)  # fmt: skip
+# 9 conditions: 36 pairs per reference patch; 8 photos x 16 patches x 36 = 4,608 triplets.
+CONDITIONS = (
+    ("jpeg", 10), ("jpeg", 20), ("jpeg", 35), ("jpeg", 50), ("jpeg", 70), ("jpeg", 90),
+    ("webp", 10), ("webp", 30), ("webp", 60),
+)  # fmt: skip
+TARGET_RATIO = 0.5
+REQUEST_TIMEOUT_S = 30.0
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="50 raters, 10 s")
+    parser.add_argument("--raters", type=int, default=None, help="concurrent raters (200)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per phase (30)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--keep-alive", type=int, default=10, help="gunicorn keep-alive seconds")
+    parser.add_argument("--trials", type=int, default=20, help="trials per session")
+    parser.add_argument("--votes-per-triplet", type=int, default=5, help="at least this many")
+    parser.add_argument(
+        "--max-sessions", type=int, default=10, help="sessions per rater, at most (sizes the study)"
+    )
+    parser.add_argument("--replay-rate", type=float, default=0.02)
+    parser.add_argument("--db-name", default="twoafc_bench")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="server URL")
+    parser.add_argument("--profile", action="store_true", help="profile even at target")
+    parser.add_argument("--profile-votes", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.raters = args.raters or (50 if args.quick else 200)
+    args.duration = args.duration or (10.0 if args.quick else 30.0)
+    if args.quick:
+        args.max_sessions = min(args.max_sessions, 6)
+        args.profile_votes = min(args.profile_votes, 200)
+    return args
+
+
+# --- the database and the study ---------------------------------------------------------
+
+
+def recreate_database(server_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def setup_django() -> None:
+    for root in reversed(SOURCE_ROOTS):
+        sys.path.insert(0, str(root))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "twoafc.settings"
+    import django
+
+    django.setup()
+
+
+def build_study(args) -> dict:
+    """Migrate, create the ceiling table and a READY study sized for every session."""
+    import numpy as np
+    from django.core.management import call_command
+    from django.db import connection
+    from skimage import data as skdata
+
+    from studies import services, tasks
+    from studies.models import Condition, Study
+    from twoafc.celery import app
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0, interactive=False)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial primary key, payload text)"
+        )
+    patches = 16  # (256 // 64) ** 2: every cell of the crop
+    triplets = len(PHOTOS) * patches * math.comb(len(CONDITIONS), 2)
+    votes_needed = args.raters * args.max_sessions * args.trials
+    # 10 % headroom: the engine hands out the least-assigned triplets, but the last
+    # sessions of a nearly full study could be short.
+    votes_per_triplet = max(args.votes_per_triplet, math.ceil(votes_needed / (0.9 * triplets)))
+    study = Study.objects.create(
+        name="Serve benchmark", slug=STUDY_SLUG, patch_size=64, patches_per_image=patches,
+        crop_size=256, votes_per_triplet=votes_per_triplet, trials_per_session=args.trials,
+    )  # fmt: skip
+    for photo in PHOTOS:
+        pixels = np.asarray(getattr(skdata, photo)())
+        services.add_source_image(study, services.png_bytes(pixels), f"{photo}.png")
+    for codec, level in CONDITIONS:
+        Condition.objects.create(study=study, codec=codec, level=level)
+    app.conf.task_always_eager = True
+    job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+    study.refresh_from_db()
+    job.refresh_from_db()
+    if study.status != Study.Status.READY:
+        raise RuntimeError(f"generation failed: {job.status} {job.error}")
+    count = study.triplets.count()
+    info = {
+        "triplets": count,
+        "votes_per_triplet": votes_per_triplet,
+        "trials_per_session": args.trials,
+        "session_capacity": count * votes_per_triplet // args.trials,
+        "setup_s": round(time.perf_counter() - started, 1),
+    }
+    log(f"study ready: {info}")
+    connection.close()
+    return info
+
+
+# --- gunicorn -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(settings_module: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in SOURCE_ROOTS)
+    env["DJANGO_SETTINGS_MODULE"] = settings_module
+    return env
+
+
+def gunicorn_command(args, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "twoafc.wsgi", "--bind", f"127.0.0.1:{port}",
+        "--worker-class", "gthread", "--workers", str(args.workers), "--threads", str(args.threads),
+        "--keep-alive", str(args.keep_alive), "--backlog", "2048", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def start_gunicorn(args, settings_module: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        gunicorn_command(args, port),
+        env=child_env(settings_module),
+        cwd=ROOT,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with code {process.returncode}")
+        try:
+            urllib.request.urlopen(f"{base}/api/sessions/{uuid.UUID(int=0)}", timeout=2)
+        except urllib.error.HTTPError:
+            return process, base  # a 404 from Django: it is up
+        except OSError:
+            time.sleep(0.2)
+            continue
+        return process, base
+    stop(process)
+    raise RuntimeError("gunicorn did not answer within 60 s")
+
+
+def stop(process: subprocess.Popen | None, timeout_s: float = 20) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- CPU accounting -------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds of this client, the gunicorn tree and PostgreSQL over one phase."""
+
+    def __init__(self, server: subprocess.Popen):
+        import psutil
+
+        self.psutil = psutil
+        self.server = psutil.Process(server.pid)
+
+    def _sample(self) -> dict:
+        psutil = self.psutil
+
+        def cpu(proc) -> float:
+            try:
+                times = proc.cpu_times()
+                return times.user + times.system
+            except psutil.Error:
+                return 0.0
+
+        server = cpu(self.server) + sum(cpu(c) for c in self.server.children(recursive=True))
+        postgres = sum(
+            cpu(p) for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"
+        )
+        return {
+            "wall": time.monotonic(),
+            "client": cpu(psutil.Process()),
+            "server": server,
+            "postgres": postgres,
+            "busy": sum(psutil.cpu_times()[:3]),  # user + nice + system, all cores
+        }
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict:
+        after = self._sample()
+        wall = after["wall"] - self.before["wall"]
+        cores = self.psutil.cpu_count() or 1
+        share = {
+            k: round((after[k] - self.before[k]) / wall / cores, 3)
+            for k in ("client", "server", "postgres", "busy")
+        }
+        return {f"cpu_{k}": v for k, v in share.items()}
+
+
+# --- the client -----------------------------------------------------------------------
+
+
+class Stats:
+    def __init__(self):
+        self.vote_lat: list[float] = []
+        self.start_lat: list[float] = []
+        self.other_lat: list[float] = []
+        self.errors = collections.Counter()
+        self.error_samples: list[str] = []
+        self.acked: dict[tuple[str, int], str] = {}  # (session, index) -> client_id
+        self.votes_new = 0  # answered 201
+        self.votes_first_200 = 0  # a first send answered as a replay: should never happen
+        self.replays_sent = 0
+        self.replays_ok = 0  # answered 200 with replay: true
+        self.replays_created = 0  # answered 201: a second vote was made
+        self.sessions = 0
+        self.sessions_finished = 0
+        self.capped_raters = 0
+        self.ok = 0  # ceiling
+
+    def error(self, kind: str, detail: str = "") -> None:
+        self.errors[kind] += 1
+        if len(self.error_samples) < 8:
+            self.error_samples.append(f"{kind}: {detail[:200]}")
+
+
+async def post(http, url: str, body: dict) -> tuple[int, dict | None, float]:
+    started = time.perf_counter()
+    async with http.post(
+        url, data=json.dumps(body), headers={"Content-Type": "application/json"}
+    ) as response:
+        raw = await response.read()
+    elapsed = time.perf_counter() - started
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = {"raw": raw[:200].decode("latin-1")}
+    return response.status, payload, elapsed
+
+
+async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) -> None:
+    rng = random.Random(args.seed * 100_003 + n)
+    for k in range(args.max_sessions):
+        if time.monotonic() >= deadline:
+            return
+        participant = f"bench-{n}" if k == 0 else f"bench-{n}-{k}"
+        try:
+            status, body, elapsed = await post(
+                http,
+                f"{base}/api/studies/{STUDY_SLUG}/sessions",
+                {"participant_id": participant, "tab_id": str(n)},
+            )
+        except Exception as error:  # noqa: BLE001 - every failure is counted
+            stats.error(f"start:{type(error).__name__}", str(error))
+            return
+        if status != 201:
+            stats.error(f"start:{status}", json.dumps(body))
+            return
+        stats.start_lat.append(elapsed)
+        stats.sessions += 1
+        token = body["session"]
+        answered = 0
+        for trial in body["trials"]:
+            if time.monotonic() >= deadline:
+                return
+            vote = {
+                "index": trial["index"],
+                "triplet": trial["triplet"],
+                "side": rng.choice(("left", "right")),
+                "client_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "rt_ms": round(rng.uniform(300, 3000), 1),
+                "display_mode": "side-by-side",
+                "tab_id": str(n),
+            }
+            url = f"{base}/api/sessions/{token}/votes"
+            try:
+                status, reply, elapsed = await post(http, url, vote)
+            except Exception as error:  # noqa: BLE001
+                stats.error(f"vote:{type(error).__name__}", str(error))
+                continue
+            if status not in (200, 201):
+                stats.error(f"vote:{status}", json.dumps(reply))
+                continue
+            stats.vote_lat.append(elapsed)
+            stats.acked[(token, trial["index"])] = vote["client_id"]
+            answered += 1
+            if status == 201:
+                stats.votes_new += 1
+            else:
+                stats.votes_first_200 += 1
+            if rng.random() < args.replay_rate:
+                stats.replays_sent += 1
+                try:
+                    status, reply, elapsed = await post(http, url, vote)
+                except Exception as error:  # noqa: BLE001
+                    stats.error(f"replay:{type(error).__name__}", str(error))
+                    continue
+                stats.other_lat.append(elapsed)
+                if status == 200 and reply.get("replay"):
+                    stats.replays_ok += 1
+                elif status == 201:
+                    stats.replays_created += 1
+                else:
+                    stats.error(f"replay:{status}", json.dumps(reply))
+        if answered == len(body["trials"]):
+            try:
+                status, reply, elapsed = await post(http, f"{base}/api/sessions/{token}/finish", {})
+            except Exception as error:  # noqa: BLE001
+                stats.error(f"finish:{type(error).__name__}", str(error))
+                continue
+            if status == 200 and reply.get("completion_code"):
+                stats.other_lat.append(elapsed)
+                stats.sessions_finished += 1
+            else:
+                stats.error(f"finish:{status}", json.dumps(reply))
+    stats.capped_raters += 1
+
+
+async def ceiling_client(http, base: str, n: int, deadline: float, stats: Stats, cap: int) -> None:
+    for i in range(cap):
+        if time.monotonic() >= deadline:
+            return
+        try:
+            status, reply, elapsed = await post(http, f"{base}/ceiling/", {"payload": f"{n}:{i}"})
+        except Exception as error:  # noqa: BLE001
+            stats.error(f"ceiling:{type(error).__name__}", str(error))
+            continue
+        if status == 201:
+            stats.ok += 1
+            stats.vote_lat.append(elapsed)
+        else:
+            stats.error(f"ceiling:{status}", json.dumps(reply))
+
+
+async def warm_up(http, base: str, concurrency: int) -> None:
+    """Open the pool's connections and wake every worker thread and its DB connection."""
+
+    async def one():
+        for _ in range(3):
+            try:
+                async with http.get(f"{base}/api/sessions/{uuid.uuid4()}") as response:
+                    await response.read()
+            except Exception:  # noqa: BLE001 - warm-up only
+                pass
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(concurrency))), 60)
+
+
+async def drive(args, base: str, phase: str, meter: CpuMeter) -> tuple[Stats, float]:
+    import aiohttp
+
+    stats = Stats()
+    connector = aiohttp.TCPConnector(limit=args.raters + 8, limit_per_host=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        await warm_up(http, base, args.raters)
+        meter.start()
+        started = time.monotonic()
+        deadline = started + args.duration
+        if phase == "votes":
+            tasks = [rater(http, base, n, args, deadline, stats) for n in range(args.raters)]
+        else:
+            cap = 1_000_000  # bounded in count as well as time
+            tasks = [ceiling_client(http, base, n, deadline, stats, cap) for n in range(args.raters)]
+        # In-flight requests at the deadline finish (each within REQUEST_TIMEOUT_S).
+        await asyncio.wait_for(asyncio.gather(*tasks), args.duration + REQUEST_TIMEOUT_S + 30)
+        elapsed = time.monotonic() - started
+    return stats, elapsed
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return round(ordered[rank] * 1000, 1)
+
+
+# --- checks and profiling (in-process) ------------------------------------------------
+
+
+def check_votes(stats: Stats) -> dict:
+    """Compare what the clients were acknowledged with the Vote rows."""
+    from django.db import connection
+
+    from rating.models import Vote
+
+    rows = list(Vote.objects.values_list("trial__session__token", "trial__index", "client_id"))
+    connection.close()
+    by_trial = collections.Counter((str(t), i) for t, i, _ in rows)
+    by_client = collections.Counter(str(c) for _, _, c in rows)
+    stored = {(str(t), i): str(c) for t, i, c in rows}
+    # Lost: acknowledged, and no row for that trial or a row with another client id.
+    lost = sum(1 for key, client in stats.acked.items() if stored.get(key) != client)
+    duplicated = (
+        sum(n - 1 for n in by_trial.values() if n > 1)
+        + sum(n - 1 for n in by_client.values() if n > 1)
+        + stats.replays_created
+    )
+    return {
+        "votes_in_db": len(rows),
+        "lost": lost,
+        "duplicated": duplicated,
+        "unacked_in_db": len(set(stored) - set(stats.acked)),
+    }
+
+
+def profile_vote_path(args) -> dict:
+    """cProfile Django's test client over votes in-process; count queries per request."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    sessions = []
+    need = args.profile_votes + args.trials
+    n = 0
+    with CaptureQueriesContext(connection) as start_queries:
+        response = client.post(
+            f"/api/studies/{STUDY_SLUG}/sessions",
+            {"participant_id": "profile-0", "tab_id": "p"},
+            content_type="application/json",
+        )
+    start_query_count = len(start_queries.captured_queries)
+    while response.status_code == 201 and sum(len(s["trials"]) for s in sessions) < need:
+        sessions.append(response.json())
+        n += 1
+        response = client.post(
+            f"/api/studies/{STUDY_SLUG}/sessions",
+            {"participant_id": f"profile-{n}"},
+            content_type="application/json",
+        )
+    votes = [
+        (s["session"], t) for s in sessions for t in s["trials"]
+    ]
+    rng = random.Random(1)
+
+    def send(token, trial):
+        return client.post(
+            f"/api/sessions/{token}/votes",
+            {
+                "index": trial["index"], "triplet": trial["triplet"],
+                "side": rng.choice(("left", "right")), "client_id": str(uuid.uuid4()),
+                "rt_ms": 500.0, "display_mode": "side-by-side", "tab_id": "p",
+            },
+            content_type="application/json",
+        )  # fmt: skip
+
+    token, trial = votes[0]
+    with CaptureQueriesContext(connection) as vote_queries:
+        assert send(token, trial).status_code == 201
+    vote_sql = [q["sql"][:160] for q in vote_queries.captured_queries]
+    todo = votes[1 : args.profile_votes + 1]
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for token, trial in todo:
+        send(token, trial)
+    profiler.disable()
+    per_vote_ms = (time.perf_counter() - started) / max(1, len(todo)) * 1000
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(35)
+    log(out.getvalue())
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
+    log(out.getvalue())
+    log("queries of one vote:\n  " + "\n  ".join(vote_sql))
+    # Top costs by cumulative time among the app's own and Django's main stages.
+    wanted = (
+        "record_vote", "_replayed", "_session", "post_vote", "stimulus_on",
+        "execute", "count", "create", "first", "get_object_or_404", "_get_response",
+        "__call__", "_run_checks", "_result_to_response", "_create_response", "atomic",
+    )  # fmt: skip
+    top = []
+    for (filename, _, func), (_, ncalls, _, cum, _) in stats.stats.items():
+        if func in wanted and ("site-packages" not in filename or func in ("execute",)):
+            top.append((cum, func, Path(filename).name, ncalls))
+    top.sort(reverse=True)
+    connection.close()
+    return {
+        "profile_ms_per_vote_inprocess": round(per_vote_ms, 2),
+        "queries_per_vote": len(vote_sql),
+        "queries_per_start": start_query_count,
+        "profile_top": [
+            f"{func} ({name}): {cum / len(todo) * 1000:.2f} ms/vote, {ncalls / len(todo):.1f} calls/vote"
+            for cum, func, name, ncalls in top[:10]
+        ],
+    }
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def run_phase(args, settings_module: str, phase: str) -> tuple[Stats, float, dict]:
+    server, base = start_gunicorn(args, settings_module)
+    try:
+        meter = CpuMeter(server)
+        stats, elapsed = asyncio.run(drive(args, base, phase, meter))
+        cpu = meter.stop()
+    finally:
+        stop(server)
+    return stats, elapsed, cpu
+
+
+def main() -> int:
+    args = parse_args()
+    t0 = time.perf_counter()
+    data_dir = Path(tempfile.mkdtemp(prefix="twoafc-bench-serve-"))
+    os.environ["DATABASE_URL"] = f"{args.pg}/{args.db_name}"
+    os.environ["TWOAFC_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ["DEBUG"] = "0"
+    result: dict = {"raters": args.raters}
+    recreate_database(args.pg, args.db_name)
+    try:
+        setup_django()
+        study = build_study(args)
+
+        log(f"votes: {args.raters} raters for {args.duration:g} s ...")
+        votes, elapsed, cpu_votes = run_phase(args, "twoafc.settings", "votes")
+        checks = check_votes(votes)
+        log(f"ceiling: {args.raters} clients for {args.duration:g} s ...")
+        ceiling, ceiling_elapsed, cpu_ceiling = run_phase(args, "ceiling.settings", "ceiling")
+
+        votes_per_s = votes.votes_new / elapsed
+        ceiling_per_s = ceiling.ok / ceiling_elapsed
+        ratio = votes_per_s / ceiling_per_s if ceiling_per_s else 0.0
+        errors = sum(votes.errors.values())
+        result.update(
+            {
+                "votes_per_s": round(votes_per_s, 1),
+                "ceiling_per_s": round(ceiling_per_s, 1),
+                "ratio": round(ratio, 3),
+                "p50_ms": percentile(votes.vote_lat, 50),
+                "p99_ms": percentile(votes.vote_lat, 99),
+                "errors": errors,
+                "lost": checks["lost"],
+                "duplicated": checks["duplicated"],
+                "duration_s": round(elapsed, 2),
+                "ceiling_duration_s": round(ceiling_elapsed, 2),
+                "workers": args.workers,
+                "threads": args.threads,
+                "worker_class": "gthread",
+                "sessions": votes.sessions,
+                "sessions_finished": votes.sessions_finished,
+                "capped_raters": votes.capped_raters,
+                "votes_acked": len(votes.acked),
+                "votes_in_db": checks["votes_in_db"],
+                "unacked_in_db": checks["unacked_in_db"],
+                "first_send_answered_200": votes.votes_first_200,
+                "replays_sent": votes.replays_sent,
+                "replays_ok": votes.replays_ok,
+                "requests_per_s": round(
+                    (len(votes.vote_lat) + len(votes.start_lat) + len(votes.other_lat)) / elapsed, 1
+                ),
+                "start_p50_ms": percentile(votes.start_lat, 50),
+                "start_p99_ms": percentile(votes.start_lat, 99),
+                "ceiling_p50_ms": percentile(ceiling.vote_lat, 50),
+                "ceiling_p99_ms": percentile(ceiling.vote_lat, 99),
+                "ceiling_errors": sum(ceiling.errors.values()),
+                "votes_cpu": cpu_votes,
+                "ceiling_cpu": cpu_ceiling,
+                "study": study,
+            }
+        )
+        for stats, name in ((votes, "votes"), (ceiling, "ceiling")):
+            if stats.errors:
+                log(f"{name} errors: {dict(stats.errors)}")
+                for sample in stats.error_samples:
+                    log(f"  {sample}")
+        if args.profile or ratio < TARGET_RATIO:
+            log("profiling the vote path in-process ...")
+            result.update(profile_vote_path(args))
+    finally:
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # noqa: BLE001 - Django may not be set up
+            pass
+        drop_database(args.pg, args.db_name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    result["target_met"] = bool(
+        result.get("ratio", 0) >= TARGET_RATIO
+        and result.get("errors") == 0
+        and result.get("lost") == 0
+        and result.get("duplicated") == 0
+    )
+    result["total_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Per-rater quality control, with thresholds set per study.
+
+Measures (REFERENCE.md §6), over a session's non-practice votes:
+
+- ``sentinel_accuracy``: share of sentinel trials where the rater picked the reference itself;
+- ``repeat_agreement``: share of repeated trials (sides swapped) answered with the same stimulus;
+- ``median_rt_ms`` and ``fast_share`` (share of responses faster than ``qc_fast_rt_ms``);
+- ``side_share``: share of answers on the rater's more frequent side (position bias).
+
+A measure raises a flag only when there is enough data for it (``MIN_TRIALS``).
+Flagged raters are left out of exports and fits when the study says so; an admin
+can include or exclude any rater by hand (``RaterSession.quality_override``).
+"""
+
+import statistics
+
+from django.db.models import Q
+
+from rating.models import RaterSession, Trial, Vote
+from studies.models import Study
+
+MIN_TRIALS = {"sentinel_accuracy": 2, "repeat_agreement": 2, "median_rt_ms": 5, "fast_share": 5, "side_share": 10}
+
+
+def measure(session: RaterSession) -> dict:
+    votes = list(
+        Vote.objects.filter(trial__session=session).exclude(trial__kind=Trial.Kind.PRACTICE).select_related("trial")
+    )
+    sentinels = [v for v in votes if v.trial.kind == Trial.Kind.SENTINEL]
+    chose_p1 = {v.trial_id: v.chose_p1 for v in votes if v.trial.kind == Trial.Kind.REGULAR}
+    repeats = [v for v in votes if v.trial.kind == Trial.Kind.REPEAT and v.trial.repeat_of_id in chose_p1]
+    rts = [v.rt_ms for v in votes]
+    left = sum(v.side == "left" for v in votes)
+    study = session.study
+    return {
+        "votes": len(votes),
+        "sentinels": len(sentinels),
+        "sentinel_accuracy": _share(sum(v.correct for v in sentinels), len(sentinels)),
+        "repeats": len(repeats),
+        "repeat_agreement": _share(sum(v.chose_p1 == chose_p1[v.trial.repeat_of_id] for v in repeats), len(repeats)),
+        "median_rt_ms": statistics.median(rts) if rts else None,
+        "fast_share": _share(sum(rt < study.qc_fast_rt_ms for rt in rts), len(rts)),
+        "side_share": _share(max(left, len(votes) - left), len(votes)),
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def flags_for(study: Study, quality: dict) -> dict[str, str]:
+    """The measures outside the study's thresholds, each with a readable reason."""
+    counts = {
+        "sentinel_accuracy": quality["sentinels"],
+        "repeat_agreement": quality["repeats"],
+        "median_rt_ms": quality["votes"],
+        "fast_share": quality["votes"],
+        "side_share": quality["votes"],
+    }
+    limits = {
+        "sentinel_accuracy": (study.qc_min_sentinel_accuracy, "min"),
+        "repeat_agreement": (study.qc_min_repeat_agreement, "min"),
+        "median_rt_ms": (study.qc_min_median_rt_ms, "min"),
+        "fast_share": (study.qc_max_fast_share, "max"),
+        "side_share": (study.qc_max_side_share, "max"),
+    }
+    reasons = {}
+    for name, (limit, kind) in limits.items():
+        value = quality[name]
+        if value is None or counts[name] < MIN_TRIALS[name]:
+            continue
+        if (kind == "min" and value < limit) or (kind == "max" and value > limit):
+            sign = "<" if kind == "min" else ">"
+            reasons[name] = f"{name.replace('_', ' ')} {value:.2f} {sign} {limit:g}"
+    return reasons
+
+
+def refresh_quality(session: RaterSession) -> dict[str, str]:
+    """Recompute a session's measures and flags and store them; returns the flags' reasons."""
+    quality = measure(session)
+    reasons = flags_for(session.study, quality)
+    RaterSession.objects.filter(pk=session.pk).update(
+        quality={**quality, "reasons": reasons}, flags=sorted(reasons), flagged=bool(reasons)
+    )
+    return reasons
+
+
+def refresh_study(study: Study) -> int:
+    sessions = list(study.sessions.all())
+    for session in sessions:
+        refresh_quality(session)
+    return len(sessions)
+
+
+def included_sessions(study: Study, include_flagged: bool | None = None) -> Q:
+    """A filter on RaterSession for the raters whose votes count in exports and fits."""
+    if include_flagged is None:
+        include_flagged = not study.exclude_flagged_raters
+    if include_flagged:
+        return ~Q(quality_override=RaterSession.QualityOverride.EXCLUDE)
+    return Q(quality_override=RaterSession.QualityOverride.INCLUDE) | Q(
+        quality_override=RaterSession.QualityOverride.AUTO, flagged=False
+    )
