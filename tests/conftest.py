@@ -14,6 +14,8 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 # The live server writes headers and body separately; with Nagle's algorithm on,
 # every response then waits out the client's delayed ACK (~40 ms).
 basehttp.WSGIRequestHandler.disable_nagle_algorithm = True
+# Its listen backlog of 10 resets connections when tests race dozens of clients at it.
+basehttp.WSGIServer.request_queue_size = 128
 
 
 def photo_png(name: str) -> bytes:
@@ -78,8 +80,9 @@ def generate(study, django_capture_on_commit_callbacks):
 
 @pytest.fixture
 def ready_study(db, django_capture_on_commit_callbacks):
-    """A READY study: 2 photos × 3 patches × 3 conditions = 18 triplets, 10 trials per session."""
-    study = make_study()
+    """A READY study: 2 photos × 3 patches × 3 conditions = 18 triplets, 10 trials per session,
+    after 2 practice trials, with a break every 5."""
+    study = make_study(practice_trials=2, break_every=5)
     generate(study, django_capture_on_commit_callbacks)
     assert study.status == study.Status.READY, study.latest_job.error
     return study

@@ -19,16 +19,26 @@ from django.db.models import Q
 from rating.models import RaterSession, Trial, Vote
 from studies.models import Study
 
-MIN_TRIALS = {"sentinel_accuracy": 2, "repeat_agreement": 2, "median_rt_ms": 5, "fast_share": 5, "side_share": 10}
+MIN_TRIALS = {
+    "sentinel_accuracy": 2,
+    "repeat_agreement": 2,
+    "median_rt_ms": 5,
+    "fast_share": 5,
+    "side_share": 10,
+}
 
 
 def measure(session: RaterSession) -> dict:
     votes = list(
-        Vote.objects.filter(trial__session=session).exclude(trial__kind=Trial.Kind.PRACTICE).select_related("trial")
+        Vote.objects.filter(trial__session=session)
+        .exclude(trial__kind=Trial.Kind.PRACTICE)
+        .select_related("trial")
     )
     sentinels = [v for v in votes if v.trial.kind == Trial.Kind.SENTINEL]
     chose_p1 = {v.trial_id: v.chose_p1 for v in votes if v.trial.kind == Trial.Kind.REGULAR}
-    repeats = [v for v in votes if v.trial.kind == Trial.Kind.REPEAT and v.trial.repeat_of_id in chose_p1]
+    repeats = [
+        v for v in votes if v.trial.kind == Trial.Kind.REPEAT and v.trial.repeat_of_id in chose_p1
+    ]
     rts = [v.rt_ms for v in votes]
     left = sum(v.side == "left" for v in votes)
     study = session.study
@@ -37,7 +47,9 @@ def measure(session: RaterSession) -> dict:
         "sentinels": len(sentinels),
         "sentinel_accuracy": _share(sum(v.correct for v in sentinels), len(sentinels)),
         "repeats": len(repeats),
-        "repeat_agreement": _share(sum(v.chose_p1 == chose_p1[v.trial.repeat_of_id] for v in repeats), len(repeats)),
+        "repeat_agreement": _share(
+            sum(v.chose_p1 == chose_p1[v.trial.repeat_of_id] for v in repeats), len(repeats)
+        ),
         "median_rt_ms": statistics.median(rts) if rts else None,
         "fast_share": _share(sum(rt < study.qc_fast_rt_ms for rt in rts), len(rts)),
         "side_share": _share(max(left, len(votes) - left), len(votes)),

@@ -10,7 +10,16 @@ from .models import RaterSession
 
 @admin.register(RaterSession)
 class RaterSessionAdmin(admin.ModelAdmin):
-    list_display = ["rater", "study", "market", "started_at", "finished_at", "votes", "flag_reasons", "quality_override"]
+    list_display = [
+        "rater",
+        "study",
+        "market",
+        "started_at",
+        "finished_at",
+        "votes",
+        "flag_reasons",
+        "quality_override",
+    ]
     list_filter = ["study", "market", "flagged", "quality_override", "screened_out"]
     list_editable = ["quality_override"]
     readonly_fields = [
@@ -22,7 +31,12 @@ class RaterSessionAdmin(admin.ModelAdmin):
     actions = ["recompute_quality"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("study").annotate(vote_count=Count("trials__vote"))
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("study")
+            .annotate(vote_count=Count("trials__vote"))
+        )
 
     @admin.display(description="votes", ordering="vote_count")
     def votes(self, session):

@@ -6,8 +6,8 @@ Every error answers ``{"detail": "...", "reason": "..."}`` with a 4xx status;
 
 import uuid
 
-from django.shortcuts import get_object_or_404
 from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
 from studies.models import Study

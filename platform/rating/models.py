@@ -100,7 +100,9 @@ class Trial(models.Model):
     p1_on_left = models.BooleanField()
     # Sentinels show the reference itself on this side, the triplet's lower-rate stimulus on the other.
     sentinel_side = models.CharField(max_length=5, blank=True)
-    repeat_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    repeat_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     # Set when the lease ran out unanswered and the triplet went back to the pool.
     released = models.BooleanField(default=False)
 

@@ -51,4 +51,8 @@ def rater_set(study: Study, include_flagged: bool | None = None) -> dict:
         include_flagged = not study.exclude_flagged_raters
     total = study.sessions.count()
     counted = counted_sessions(study, include_flagged).count()
-    return {"raters": "all" if include_flagged else "unflagged", "counted": counted, "left_out": total - counted}
+    return {
+        "raters": "all" if include_flagged else "unflagged",
+        "counted": counted,
+        "left_out": total - counted,
+    }

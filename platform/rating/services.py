@@ -29,6 +29,8 @@ from studies.models import Study, Triplet
 
 from .models import RaterSession, Trial, Vote
 
+# Rounds of candidates to try when concurrent raters lock the ones picked first.
+CLAIM_ROUNDS = 5
 # A tab that was heard from this recently holds its session against other tabs.
 ACTIVE_TAB_WINDOW = timedelta(seconds=90)
 
@@ -82,7 +84,9 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
         raise RatingError("This study is not open for rating.", 409, "not-open")
     crowd_id = arrival.crowd_id
     if crowd_id:
-        existing = RaterSession.objects.filter(study=study, rater_hash=rater_hash(study, crowd_id)).first()
+        existing = RaterSession.objects.filter(
+            study=study, rater_hash=rater_hash(study, crowd_id)
+        ).first()
         if existing:
             return resume_session(existing, arrival)
     if study.status == Study.Status.COMPLETE:
@@ -97,11 +101,15 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
             )
             regular = _claim_triplets(study, study.trials_per_session, exclude=())
             if not regular:
-                raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
+                raise RatingError(
+                    "This study has all the responses it needs. Thank you!", 410, "full"
+                )
             _lay_out_trials(session, regular)
     except IntegrityError:
         # The same participant started twice at once: the other request made the session.
-        return resume_session(RaterSession.objects.get(study=study, rater_hash=rater_hash(study, crowd_id)), arrival)
+        return resume_session(
+            RaterSession.objects.get(study=study, rater_hash=rater_hash(study, crowd_id)), arrival
+        )
     return session
 
 
@@ -110,7 +118,9 @@ def _arrival_fields(arrival: Arrival) -> dict:
     return {
         "market": arrival.market_name,
         "market_study_id": str(market.get("STUDY_ID") or market.get("hitId") or "")[:100],
-        "market_session_id": str(market.get("SESSION_ID") or market.get("assignmentId") or "")[:100],
+        "market_session_id": str(market.get("SESSION_ID") or market.get("assignmentId") or "")[
+            :100
+        ],
         "turk_submit_to": _checked_turk_submit_to(market.get("turkSubmitTo", "")),
         "active_tab": arrival.tab_id[:64],
         "user_agent": arrival.user_agent[:400],
@@ -163,40 +173,61 @@ def _held_by_other_tab(session: RaterSession, tab_id: str) -> bool:
 def _claim_triplets(study: Study, count: int, exclude) -> list[Triplet]:
     """Lock open triplets, spread over sources and patches, and count them out.
 
-    Least-assigned first; within that, round-robin over source images, one
-    triplet per reference patch before any patch repeats.
+    Candidates are read without locks (least-assigned first), then only the
+    ones picked are locked, skipping rows another rater holds and re-checking
+    that each still has room; rows lost to a race are replaced by the next
+    candidates. Locking no more than it takes keeps concurrent raters from
+    starving each other.
     """
-    open_triplets = Triplet.objects.filter(study=study, assigned__lt=study.votes_per_triplet).exclude(
-        pk__in=list(exclude)
-    )
-    if connection.features.has_select_for_update_skip_locked:
-        open_triplets = open_triplets.select_for_update(skip_locked=True, of=("self",))
-    candidates = list(
-        open_triplets.select_related("patch").order_by("assigned", "?")[: max(count * 4, 40)]
-    )
-    by_source: dict[int, list[Triplet]] = {}
-    seen_patches: set[int] = set()
-    rest = []
-    for triplet in candidates:
-        if triplet.patch_id in seen_patches:
-            rest.append(triplet)
-        else:
-            seen_patches.add(triplet.patch_id)
-            by_source.setdefault(triplet.patch.source_id, []).append(triplet)
-    chosen = []
-    queues = list(by_source.values())
-    while queues and len(chosen) < count:
-        for queue in list(queues):
-            if queue:
-                chosen.append(queue.pop(0))
-            if not queue:
-                queues.remove(queue)
-    chosen = (chosen + rest)[:count]
+    needed = study.votes_per_triplet
+    chosen: list[Triplet] = []
+    tried = set(exclude)
+    for _ in range(CLAIM_ROUNDS):
+        want = count - len(chosen)
+        candidates = list(
+            Triplet.objects.filter(study=study, assigned__lt=needed)
+            .exclude(pk__in=tried)
+            .order_by("assigned", "?")
+            .values_list("pk", "patch_id", "patch__source_id")[: max(want * 4, 40)]
+        )
+        if not candidates:
+            break
+        picked = _spread(candidates, want, avoid_patches={t.patch_id for t in chosen})
+        tried.update(pk for pk, _, _ in candidates if pk in picked)
+        locked = Triplet.objects.filter(pk__in=picked, assigned__lt=needed)
+        if connection.features.has_select_for_update_skip_locked:
+            locked = locked.select_for_update(skip_locked=True)
+        chosen += list(locked)
+        if len(chosen) >= count:
+            break
     for triplet in chosen:
         # Which side p1 goes on alternates over the raters of a triplet: balanced left/right.
         triplet.p1_on_left = (triplet.assigned + triplet.pk) % 2 == 1
     Triplet.objects.filter(pk__in=[t.pk for t in chosen]).update(assigned=F("assigned") + 1)
     return chosen
+
+
+def _spread(
+    candidates: list[tuple[int, int, int]], count: int, avoid_patches: set[int]
+) -> list[int]:
+    """Round-robin over source images, one triplet per reference patch before any patch repeats."""
+    by_source: dict[int, list[int]] = {}
+    seen = set(avoid_patches)
+    rest = []
+    for pk, patch_id, source_id in candidates:
+        if patch_id in seen:
+            rest.append(pk)
+        else:
+            seen.add(patch_id)
+            by_source.setdefault(source_id, []).append(pk)
+    picked: list[int] = []
+    queues = [queue for queue in by_source.values() if queue]
+    while queues and len(picked) < count:
+        for queue in list(queues):
+            picked.append(queue.pop(0))
+            if not queue:
+                queues.remove(queue)
+    return (picked + rest)[:count]
 
 
 def _lay_out_trials(session: RaterSession, regular: list[Triplet]) -> None:
@@ -207,7 +238,9 @@ def _lay_out_trials(session: RaterSession, regular: list[Triplet]) -> None:
     trials: list[Trial] = []
     practice_pool = list(Triplet.objects.filter(study=study).order_by("?")[: study.practice_trials])
     for triplet in practice_pool:
-        trials.append(Trial(kind=Trial.Kind.PRACTICE, triplet=triplet, p1_on_left=rng.random() < 0.5))
+        trials.append(
+            Trial(kind=Trial.Kind.PRACTICE, triplet=triplet, p1_on_left=rng.random() < 0.5)
+        )
     main = [Trial(kind=Trial.Kind.REGULAR, triplet=t, p1_on_left=t.p1_on_left) for t in regular]
     for _ in range(round(len(regular) * study.sentinel_rate)):
         position = rng.randrange(len(main) + 1)
@@ -215,7 +248,9 @@ def _lay_out_trials(session: RaterSession, regular: list[Triplet]) -> None:
             kind=Trial.Kind.SENTINEL, triplet=rng.choice(regular), p1_on_left=False,
             sentinel_side=rng.choice(["left", "right"]),
         ))  # fmt: skip
-    repeats = rng.sample(range(len(regular)), min(len(regular), round(len(regular) * study.repeat_rate)))
+    repeats = rng.sample(
+        range(len(regular)), min(len(regular), round(len(regular) * study.repeat_rate))
+    )
     originals = [t for t in main if t.kind == Trial.Kind.REGULAR]
     for number in repeats:
         original = originals[number]
@@ -254,7 +289,9 @@ def release_expired_trials(study: Study) -> int:
             per_triplet[triplet_id] = per_triplet.get(triplet_id, 0) + 1
         for triplet_id, count in per_triplet.items():
             Triplet.objects.filter(pk=triplet_id).update(assigned=F("assigned") - count)
-        Study.objects.filter(pk=study.pk, status=Study.Status.COMPLETE).update(status=Study.Status.READY)
+        Study.objects.filter(pk=study.pk, status=Study.Status.COMPLETE).update(
+            status=Study.Status.READY
+        )
     return len(trials)
 
 
@@ -262,10 +299,14 @@ def _renew_released_trials(session: RaterSession) -> None:
     """A returning session takes its released trials back, or gets open triplets instead."""
     study = session.study
     with transaction.atomic():
-        released = list(session.trials.filter(released=True, vote__isnull=True).select_related("triplet"))
+        released = list(
+            session.trials.filter(released=True, vote__isnull=True).select_related("triplet")
+        )
         if not released:
             return
-        held = set(session.trials.filter(kind=Trial.Kind.REGULAR).values_list("triplet_id", flat=True))
+        held = set(
+            session.trials.filter(kind=Trial.Kind.REGULAR).values_list("triplet_id", flat=True)
+        )
         for trial in released:
             reclaimed = Triplet.objects.filter(
                 pk=trial.triplet_id, assigned__lt=study.votes_per_triplet
@@ -310,11 +351,15 @@ def record_vote(
     if side not in Vote.Side.values:
         raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
     study = session.study
-    if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(session, tab_id):
+    if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(
+        session, tab_id
+    ):
         raise RatingError("This session continues in another tab.", 409, "other-tab")
     trial = session.trials.select_related("triplet__p0", "triplet__p1").filter(index=index).first()
     if trial is None or trial.triplet_id != triplet_id:
-        raise RatingError("That triplet is not assigned to this session at that index.", 403, "not-assigned")
+        raise RatingError(
+            "That triplet is not assigned to this session at that index.", 403, "not-assigned"
+        )
     try:
         with transaction.atomic():
             vote = Vote.objects.create(
@@ -381,7 +426,9 @@ def finish_session(session: RaterSession) -> Completion:
         code=code,
         screened_out=session.screened_out,
         redirect_url=settings.PROLIFIC_COMPLETE_URL.format(code=code) if is_prolific else None,
-        mturk_submit_url=f"{session.turk_submit_to}/mturk/externalSubmit" if session.turk_submit_to else None,
+        mturk_submit_url=f"{session.turk_submit_to}/mturk/externalSubmit"
+        if session.turk_submit_to
+        else None,
         assignment_id=session.market_session_id,
     )
 
@@ -396,5 +443,7 @@ def close_if_complete(study: Study) -> bool:
     )
     if short:
         return False
-    Study.objects.filter(pk=study.pk, status=Study.Status.READY).update(status=Study.Status.COMPLETE)
+    Study.objects.filter(pk=study.pk, status=Study.Status.READY).update(
+        status=Study.Status.COMPLETE
+    )
     return True

@@ -72,7 +72,9 @@ def rate_one_session(
     client: ApiClient, slug: str, participant_id: str, observer: SimulatedObserver
 ) -> tuple[int, str | None]:
     """Run one rater from start to completion code. Returns (votes cast, code), or (0, None) when full."""
-    response = client.post(f"/studies/{slug}/sessions", {"participant_id": participant_id, "tab_id": participant_id})
+    response = client.post(
+        f"/studies/{slug}/sessions", {"participant_id": participant_id, "tab_id": participant_id}
+    )
     if response.status_code in (409, 410):
         return 0, None
     response.raise_for_status()

@@ -5,14 +5,24 @@ from django.shortcuts import get_object_or_404, render
 from studies.models import Study
 
 # Query parameters the crowd markets append to the study URL (REFERENCE.md §5).
-MARKET_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
+MARKET_PARAMS = (
+    "PROLIFIC_PID",
+    "STUDY_ID",
+    "SESSION_ID",
+    "assignmentId",
+    "hitId",
+    "workerId",
+    "turkSubmitTo",
+)
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
 def rate(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
     market = {name: request.GET[name][:200] for name in MARKET_PARAMS if request.GET.get(name)}
-    participant_id = market.get("PROLIFIC_PID") or market.get("workerId") or request.GET.get("participant", "")
+    participant_id = (
+        market.get("PROLIFIC_PID") or market.get("workerId") or request.GET.get("participant", "")
+    )
     return render(
         request,
         "rating/rate.html",
@@ -33,4 +43,8 @@ def example_triplet(study: Study) -> dict | None:
     if triplet is None:
         return None
     better, worse = sorted((triplet.p0, triplet.p1), key=lambda stimulus: -stimulus.bpp)
-    return {"reference": triplet.patch.image.url, "better": better.image.url, "worse": worse.image.url}
+    return {
+        "reference": triplet.patch.image.url,
+        "better": better.image.url,
+        "worse": worse.image.url,
+    }

@@ -51,13 +51,18 @@ class Study(models.Model):
     )
     votes_per_triplet = models.PositiveIntegerField(default=3)
     trials_per_session = models.PositiveIntegerField(default=20)
-    practice_trials = models.PositiveIntegerField(default=3, help_text="Flagged and left out of the data.")
-    break_every = models.PositiveIntegerField(default=40, help_text="Trials between breaks (0: none).")
+    practice_trials = models.PositiveIntegerField(
+        default=3, help_text="Flagged and left out of the data."
+    )
+    break_every = models.PositiveIntegerField(
+        default=40, help_text="Trials between breaks (0: none)."
+    )
     sentinel_rate = models.FloatField(
         default=0.10, help_text="Share of extra trials where one side is the reference itself."
     )
     repeat_rate = models.FloatField(
-        default=0.05, help_text="Share of extra trials repeating an earlier one with the sides swapped."
+        default=0.05,
+        help_text="Share of extra trials repeating an earlier one with the sides swapped.",
     )
     lease_minutes = models.PositiveIntegerField(
         default=30, help_text="Unanswered trials of a session idle this long go back to the pool."
@@ -66,8 +71,12 @@ class Study(models.Model):
         max_length=8, choices=DuplicatePolicy.choices, default=DuplicatePolicy.REFUSE
     )
     # What raters see.
-    zoom = models.PositiveSmallIntegerField(default=4, help_text="Screen pixels per image pixel, at most.")
-    display_mode = models.CharField(max_length=16, choices=DisplayMode.choices, default=DisplayMode.SIDE_BY_SIDE)
+    zoom = models.PositiveSmallIntegerField(
+        default=4, help_text="Screen pixels per image pixel, at most."
+    )
+    display_mode = models.CharField(
+        max_length=16, choices=DisplayMode.choices, default=DisplayMode.SIDE_BY_SIDE
+    )
     flicker_hz = models.FloatField(default=8.0, help_text="Flicker mode: alternations per second.")
     consent_text = models.TextField(blank=True)
     instructions_text = models.TextField(blank=True)
@@ -75,15 +84,21 @@ class Study(models.Model):
     # Recruiting: codes the crowd market expects at the end.
     completion_code = models.CharField(max_length=32, default=_completion_code)
     screened_out_code = models.CharField(
-        max_length=32, default=_completion_code, help_text="Given to raters who fail the sentinel trials."
+        max_length=32,
+        default=_completion_code,
+        help_text="Given to raters who fail the sentinel trials.",
     )
     # Quality-control thresholds (see quality.services for what each measures).
     qc_min_sentinel_accuracy = models.FloatField(default=0.8)
     qc_min_repeat_agreement = models.FloatField(default=0.5)
     qc_min_median_rt_ms = models.FloatField(default=400)
-    qc_fast_rt_ms = models.FloatField(default=300, help_text="A response faster than this is too fast.")
+    qc_fast_rt_ms = models.FloatField(
+        default=300, help_text="A response faster than this is too fast."
+    )
     qc_max_fast_share = models.FloatField(default=0.2)
-    qc_max_side_share = models.FloatField(default=0.9, help_text="Share of answers on one side (position bias).")
+    qc_max_side_share = models.FloatField(
+        default=0.9, help_text="Share of answers on one side (position bias)."
+    )
     exclude_flagged_raters = models.BooleanField(
         default=True, help_text="Exports and fits leave out raters flagged by quality control."
     )

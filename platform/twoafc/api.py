@@ -12,7 +12,9 @@ api.add_router("/", rating_router)
 
 @api.exception_handler(RatingError)
 def rating_error(request, error: RatingError):
-    return api.create_response(request, {"detail": str(error), "reason": error.reason}, status=error.status)
+    return api.create_response(
+        request, {"detail": str(error), "reason": error.reason}, status=error.status
+    )
 
 
 @api.exception_handler(ValidationError)

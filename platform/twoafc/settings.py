@@ -6,6 +6,7 @@ With ``DATABASE_URL`` and ``REDIS_URL`` the same code runs on PostgreSQL and
 Redis; with ``AWS_STORAGE_BUCKET_NAME`` media goes to S3 through django-storages.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -85,7 +86,8 @@ else:
                 "timeout": 30,
             },
             # A file, not memory: a worker process in the integration tests opens it too.
-            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+            # One per test process, so two test runs never share it.
+            "TEST": {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

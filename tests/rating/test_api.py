@@ -10,6 +10,14 @@ from studies.models import Study, Triplet
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def ready_study(ready_study):
+    """Regular trials only here; practice, sentinels and repeats have their own tests."""
+    Study.objects.filter(pk=ready_study.pk).update(practice_trials=0)
+    ready_study.refresh_from_db()
+    return ready_study
+
+
 def start(client, study, participant=None):
     return client.post(
         f"/api/studies/{study.slug}/sessions",

@@ -1,0 +1,213 @@
+"""The assignment engine: practice, sentinels, repeats, left/right balance, leases, closing."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from rating import services
+from rating.models import RaterSession, Trial, Vote
+from rating.selectors import voted_triplets
+from studies.models import Study, Triplet
+
+pytestmark = pytest.mark.django_db
+
+
+def arrive(study, who=None, tab="tab-1", **market):
+    return services.start_session(
+        study, services.Arrival(participant_id=who, tab_id=tab, market=market or None)
+    )
+
+
+def answer(session, trial, side="left", tab="tab-1"):
+    return services.record_vote(
+        session, index=trial.index, triplet_id=trial.triplet_id, side=side,
+        client_id=uuid.uuid4(), rt_ms=900, tab_id=tab,
+    )  # fmt: skip
+
+
+def answer_all(session, side_of=lambda trial: "left"):
+    for trial in session.trials.order_by("index"):
+        answer(session, trial, side_of(trial))
+
+
+def test_practice_comes_first_and_never_counts(ready_study):
+    session = arrive(ready_study, "p1")
+    kinds = list(session.trials.order_by("index").values_list("kind", flat=True))
+    assert kinds[:2] == ["practice", "practice"] and kinds[2:] == ["regular"] * 10
+    assert sum(Triplet.objects.values_list("assigned", flat=True)) == 10
+    answer_all(session)
+    counted = sum(t.n_p0 + t.n_p1 for t in voted_triplets(ready_study))
+    assert counted == 10  # the 2 practice votes are stored but not counted
+
+
+def test_sentinels_show_the_reference_and_repeats_swap_sides(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(
+        sentinel_rate=0.2, repeat_rate=0.2, practice_trials=0
+    )
+    ready_study.refresh_from_db()
+    session = arrive(ready_study, "p1")
+    trials = list(
+        session.trials.select_related("triplet__patch", "triplet__p0", "triplet__p1").order_by(
+            "index"
+        )
+    )
+    sentinels = [t for t in trials if t.kind == "sentinel"]
+    repeats = [t for t in trials if t.kind == "repeat"]
+    assert len(sentinels) == 2 and len(repeats) == 2 and len(trials) == 14
+    for trial in sentinels:
+        assert trial.image_on(trial.sentinel_side).name == trial.triplet.patch.image.name
+        other = "right" if trial.sentinel_side == "left" else "left"
+        assert trial.image_on(other).name == trial.lower_rate_stimulus().image.name
+    for trial in repeats:
+        original = trial.repeat_of
+        assert original.kind == "regular" and original.triplet_id == trial.triplet_id
+        assert original.index < trial.index and original.p1_on_left != trial.p1_on_left
+    assert sum(Triplet.objects.values_list("assigned", flat=True)) == 10  # extras claim nothing
+    answer_all(session, side_of=lambda t: t.sentinel_side or "left")
+    assert all(v.correct for v in Vote.objects.filter(trial__kind="sentinel"))
+
+
+def test_each_triplet_is_shown_left_and_right_equally_across_raters(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(votes_per_triplet=4, trials_per_session=18)
+    ready_study.refresh_from_db()
+    for who in "abcd":
+        arrive(ready_study, who)
+    for triplet in ready_study.triplets.all():
+        sides = list(
+            Trial.objects.filter(triplet=triplet, kind="regular").values_list(
+                "p1_on_left", flat=True
+            )
+        )
+        assert len(sides) == 4 and sum(sides) == 2
+
+
+def test_an_idle_session_gives_its_trials_back_and_gets_them_again_on_return(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(
+        votes_per_triplet=1, trials_per_session=18, practice_trials=0
+    )
+    ready_study.refresh_from_db()
+    idle = arrive(ready_study, "idle")
+    answer(idle, idle.trials.get(index=0))
+    with pytest.raises(services.RatingError) as full:
+        arrive(ready_study, "second")
+    assert full.value.reason == "full"
+
+    RaterSession.objects.filter(pk=idle.pk).update(
+        last_seen_at=timezone.now() - timedelta(minutes=31)
+    )
+    second = arrive(ready_study, "second")  # the idle session's 17 unanswered trials are free again
+    assert second.trials.count() == 17
+    assert idle.trials.filter(released=True).count() == 17
+    assert set(Triplet.objects.values_list("assigned", flat=True)) == {1}
+
+    # The idle rater comes back: nothing is left for them, so their unanswered trials go.
+    returned = arrive(ready_study, "idle")
+    assert returned.pk == idle.pk and returned.trials.count() == 1
+    late = Trial.objects.get(session=second, index=0)
+    assert not answer(second, late).vote.late
+
+
+def test_a_vote_on_a_released_trial_is_kept_and_marked_late(ready_study):
+    session = arrive(ready_study, "slow")
+    RaterSession.objects.filter(pk=session.pk).update(
+        last_seen_at=timezone.now() - timedelta(hours=2)
+    )
+    services.release_expired_trials(ready_study)
+    trial = session.trials.get(index=5)
+    session.refresh_from_db()
+    recorded = answer(session, trial)
+    assert recorded.created and recorded.vote.late
+
+
+def test_the_study_closes_when_every_triplet_has_its_votes(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(
+        votes_per_triplet=1, trials_per_session=9, practice_trials=0
+    )
+    ready_study.refresh_from_db()
+    for who in ("a", "b"):
+        session = arrive(ready_study, who)
+        answer_all(session)
+        services.finish_session(session)
+    ready_study.refresh_from_db()
+    assert ready_study.status == Study.Status.COMPLETE
+    with pytest.raises(services.RatingError) as late:
+        arrive(ready_study, "c")
+    assert (late.value.status, late.value.reason) == (410, "full")
+
+
+def test_a_second_tab_is_refused_or_joined_per_study(ready_study):
+    first = arrive(ready_study, "p1", tab="tab-A")
+    with pytest.raises(services.RatingError) as refused:
+        arrive(ready_study, "p1", tab="tab-B")
+    assert refused.value.reason == "other-tab"
+    assert arrive(ready_study, "p1", tab="tab-A").pk == first.pk  # a reload in the same tab resumes
+
+    Study.objects.filter(pk=ready_study.pk).update(duplicate_policy="join")
+    ready_study.refresh_from_db()
+    joined = arrive(ready_study, "p1", tab="tab-B")
+    assert joined.pk == first.pk and joined.active_tab == "tab-B"
+    assert RaterSession.objects.count() == 1
+
+
+def test_a_finished_participant_cannot_take_part_again(ready_study):
+    session = arrive(ready_study, "p1")
+    answer_all(session)
+    services.finish_session(session)
+    with pytest.raises(services.RatingError) as again:
+        arrive(ready_study, "p1", tab="tab-2")
+    assert again.value.reason == "completed"
+
+
+def test_prolific_gets_its_completion_url_and_crowd_ids_are_never_stored(ready_study):
+    session = arrive(ready_study, None, PROLIFIC_PID="5f1e0c0ffee", STUDY_ID="S1", SESSION_ID="X9")
+    assert (session.market, session.market_study_id, session.market_session_id) == (
+        "prolific",
+        "S1",
+        "X9",
+    )
+    assert "5f1e0c0ffee" not in str(RaterSession.objects.values().get())
+    answer_all(session)
+    done = services.finish_session(session)
+    assert (
+        done.redirect_url
+        == f"https://app.prolific.com/submissions/complete?cc={ready_study.completion_code}"
+    )
+
+
+def test_failing_the_sentinels_gets_the_screened_out_code(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(sentinel_rate=0.3)
+    ready_study.refresh_from_db()
+    session = arrive(ready_study, "careless")
+    wrong = {"left": "right", "right": "left"}
+    answer_all(session, side_of=lambda t: wrong[t.sentinel_side] if t.sentinel_side else "left")
+    done = services.finish_session(session)
+    assert (
+        done.screened_out
+        and done.code == ready_study.screened_out_code != ready_study.completion_code
+    )
+
+
+def test_mturk_submits_only_to_mturk(ready_study):
+    session = arrive(ready_study, None, workerId="W1", assignmentId="A1", hitId="H1",
+                     turkSubmitTo="https://workersandbox.mturk.com")  # fmt: skip
+    answer_all(session)
+    done = services.finish_session(session)
+    assert (done.mturk_submit_url, done.assignment_id) == (
+        "https://workersandbox.mturk.com/mturk/externalSubmit",
+        "A1",
+    )
+    with pytest.raises(services.RatingError, match="not an MTurk address"):
+        arrive(
+            ready_study, None, workerId="W2", assignmentId="A2", turkSubmitTo="https://evil.example"
+        )
+
+
+def test_mturk_preview_shows_an_example_and_starts_nothing(client, ready_study):
+    page = client.get(
+        f"/rate/{ready_study.slug}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1"
+    )
+    assert page.context["preview"] is True
+    assert page.context["example"]["reference"].endswith(".png")
+    assert not RaterSession.objects.exists()
