@@ -1,7 +1,7 @@
 """Throughput of the rater vote path under gunicorn, against a one-INSERT ceiling.
 
     .venv/bin/python bench/serve.py [--quick] [--raters N] [--duration S]
-                                    [--workers W] [--threads T] [--profile]
+                                    [--workers W] [--threads T] [--profile auto|always|never]
 
 1. Drops and recreates a PostgreSQL database (``twoafc_bench``), migrates it and
    builds a READY study in-process (eager Celery, jpeg/webp at crop 256), sized
@@ -86,7 +86,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--replay-rate", type=float, default=0.02)
     parser.add_argument("--db-name", default="twoafc_bench")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="server URL")
-    parser.add_argument("--profile", action="store_true", help="profile even at target")
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="profile the vote path in-process: below the target ratio (auto), always, never",
+    )
     parser.add_argument("--profile-votes", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -94,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     args.duration = args.duration or (10.0 if args.quick else 30.0)
     if args.quick:
         args.max_sessions = min(args.max_sessions, 6)
-        args.profile_votes = min(args.profile_votes, 200)
+        args.profile_votes = min(args.profile_votes, 100)
     return args
 
 
@@ -106,7 +111,9 @@ def recreate_database(server_url: str, name: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
@@ -115,7 +122,9 @@ def drop_database(server_url: str, name: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def setup_django() -> None:
@@ -284,6 +293,9 @@ class CpuMeter:
             k: round((after[k] - self.before[k]) / wall / cores, 3)
             for k in ("client", "server", "postgres", "busy")
         }
+        share["other"] = round(
+            share["busy"] - share["client"] - share["server"] - share["postgres"], 3
+        )
         return {f"cpu_{k}": v for k, v in share.items()}
 
 
@@ -293,6 +305,7 @@ class CpuMeter:
 class Stats:
     def __init__(self):
         self.vote_lat: list[float] = []
+        self.vote_done: list[float] = []  # time.monotonic() of each acknowledged new vote
         self.start_lat: list[float] = []
         self.other_lat: list[float] = []
         self.errors = collections.Counter()
@@ -307,6 +320,7 @@ class Stats:
         self.sessions_finished = 0
         self.capped_raters = 0
         self.ok = 0  # ceiling
+        self.started = 0.0
 
     def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] += 1
@@ -376,6 +390,7 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
             answered += 1
             if status == 201:
                 stats.votes_new += 1
+                stats.vote_done.append(time.monotonic())
             else:
                 stats.votes_first_200 += 1
             if rng.random() < args.replay_rate:
@@ -418,6 +433,7 @@ async def ceiling_client(http, base: str, n: int, deadline: float, stats: Stats,
         if status == 201:
             stats.ok += 1
             stats.vote_lat.append(elapsed)
+            stats.vote_done.append(time.monotonic())
         else:
             stats.error(f"ceiling:{status}", json.dumps(reply))
 
@@ -436,6 +452,13 @@ async def warm_up(http, base: str, concurrency: int) -> None:
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(concurrency))), 60)
 
 
+def second_half_rate(stats: Stats, args) -> float:
+    """Per second over the phase's second half: past the burst of session starts."""
+    begin = stats.started + args.duration / 2
+    end = stats.started + args.duration
+    return sum(1 for t in stats.vote_done if begin <= t < end) / (end - begin)
+
+
 async def drive(args, base: str, phase: str, meter: CpuMeter) -> tuple[Stats, float]:
     import aiohttp
 
@@ -445,13 +468,15 @@ async def drive(args, base: str, phase: str, meter: CpuMeter) -> tuple[Stats, fl
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await warm_up(http, base, args.raters)
         meter.start()
-        started = time.monotonic()
+        started = stats.started = time.monotonic()
         deadline = started + args.duration
         if phase == "votes":
             tasks = [rater(http, base, n, args, deadline, stats) for n in range(args.raters)]
         else:
             cap = 1_000_000  # bounded in count as well as time
-            tasks = [ceiling_client(http, base, n, deadline, stats, cap) for n in range(args.raters)]
+            tasks = [
+                ceiling_client(http, base, n, deadline, stats, cap) for n in range(args.raters)
+            ]
         # In-flight requests at the deadline finish (each within REQUEST_TIMEOUT_S).
         await asyncio.wait_for(asyncio.gather(*tasks), args.duration + REQUEST_TIMEOUT_S + 30)
         elapsed = time.monotonic() - started
@@ -496,33 +521,32 @@ def check_votes(stats: Stats) -> dict:
 
 
 def profile_vote_path(args) -> dict:
-    """cProfile Django's test client over votes in-process; count queries per request."""
+    """The vote path in-process, one request at a time (no contention): Django's test
+    client, timed without a profiler, then under cProfile; queries counted per request."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     client = Client()
-    sessions = []
-    need = args.profile_votes + args.trials
-    n = 0
-    with CaptureQueriesContext(connection) as start_queries:
-        response = client.post(
-            f"/api/studies/{STUDY_SLUG}/sessions",
-            {"participant_id": "profile-0", "tab_id": "p"},
-            content_type="application/json",
-        )
-    start_query_count = len(start_queries.captured_queries)
-    while response.status_code == 201 and sum(len(s["trials"]) for s in sessions) < need:
+    sessions, start_s, start_queries = [], [], None
+    for n in range(1000):  # bounded; stops once there are trials enough
+        if sum(len(s["trials"]) for s in sessions) > 2 * args.profile_votes:
+            break
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            response = client.post(
+                f"/api/studies/{STUDY_SLUG}/sessions",
+                {"participant_id": f"profile-{n}", "tab_id": "p"},
+                content_type="application/json",
+            )
+            start_s.append(time.perf_counter() - started)
+        if response.status_code != 201:
+            log(f"profile: session start answered {response.status_code}")
+            break
+        start_queries = start_queries or len(captured.captured_queries)
         sessions.append(response.json())
-        n += 1
-        response = client.post(
-            f"/api/studies/{STUDY_SLUG}/sessions",
-            {"participant_id": f"profile-{n}"},
-            content_type="application/json",
-        )
-    votes = [
-        (s["session"], t) for s in sessions for t in s["trials"]
-    ]
+    # The first session's trials come first, so it can be finished once they are voted.
+    votes = [(s["session"], t) for s in sessions for t in s["trials"]]
     rng = random.Random(1)
 
     def send(token, trial):
@@ -536,46 +560,87 @@ def profile_vote_path(args) -> dict:
             content_type="application/json",
         )  # fmt: skip
 
-    token, trial = votes[0]
-    with CaptureQueriesContext(connection) as vote_queries:
-        assert send(token, trial).status_code == 201
-    vote_sql = [q["sql"][:160] for q in vote_queries.captured_queries]
-    todo = votes[1 : args.profile_votes + 1]
-    profiler = cProfile.Profile()
+    with CaptureQueriesContext(connection) as captured:
+        assert send(*votes[0]).status_code == 201
+    vote_sql = [q["sql"][:150] for q in captured.captured_queries]
+    for vote in votes[1:21]:  # warm-up, not timed
+        send(*vote)
+    votes = votes[21:]
+    half = min(args.profile_votes, len(votes) // 2)
+    plain, profiled = votes[:half], votes[half : 2 * half]
     started = time.perf_counter()
+    for vote in plain:
+        send(*vote)
+    ms_per_vote = (time.perf_counter() - started) / max(1, len(plain)) * 1000
+    first = sessions[0]
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        response = client.post(
+            f"/api/sessions/{first['session']}/finish", {}, content_type="application/json"
+        )
+        finish_ms = (time.perf_counter() - started) * 1000
+    finish_queries = len(captured.captured_queries) if response.status_code == 200 else None
+
+    profiler = cProfile.Profile()
     profiler.enable()
-    for token, trial in todo:
-        send(token, trial)
+    for vote in profiled:
+        send(*vote)
     profiler.disable()
-    per_vote_ms = (time.perf_counter() - started) / max(1, len(todo)) * 1000
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats(35)
-    log(out.getvalue())
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
+    stats.sort_stats("cumulative").print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_callees("post_vote|record_vote")
     log(out.getvalue())
     log("queries of one vote:\n  " + "\n  ".join(vote_sql))
-    # Top costs by cumulative time among the app's own and Django's main stages.
-    wanted = (
-        "record_vote", "_replayed", "_session", "post_vote", "stimulus_on",
-        "execute", "count", "create", "first", "get_object_or_404", "_get_response",
-        "__call__", "_run_checks", "_result_to_response", "_create_response", "atomic",
-    )  # fmt: skip
-    top = []
+    # The app's own functions by cumulative time, and where a vote's time goes.
+    per = 1000 / max(1, len(profiled))
+    app, sql_ms = [], 0.0
+    cum_of = collections.defaultdict(float)
+    platform_dir = str(ROOT / "platform")
     for (filename, _, func), (_, ncalls, _, cum, _) in stats.stats.items():
-        if func in wanted and ("site-packages" not in filename or func in ("execute",)):
-            top.append((cum, func, Path(filename).name, ncalls))
-    top.sort(reverse=True)
+        if filename.startswith(platform_dir):
+            name = f"{Path(filename).parent.name}/{Path(filename).name}:{func}"
+            app.append((cum * per, name, ncalls / len(profiled)))
+        if func == "_execute" and filename.endswith("django/db/backends/utils.py"):
+            sql_ms += cum * per
+        for suffix, name in (
+            ("django/test/client.py", "__call__"),
+            ("django/core/handlers/base.py", "get_response"),
+            ("ninja/operation.py", "run"),
+            ("rating/api.py", "post_vote"),
+            ("psycopg/connection.py", "wait"),
+        ):
+            if func == name and filename.endswith(suffix):
+                cum_of[name] = max(cum_of[name], cum * per)
+    total_ms = cum_of["__call__"]
+    buckets = {
+        "handler_total": cum_of["get_response"],
+        "middleware": cum_of["get_response"] - cum_of["run"],
+        "ninja_parse_validate_serialize": cum_of["run"] - cum_of["post_vote"],
+        "view_db_roundtrips": cum_of["wait"],
+        "view_orm_and_python": cum_of["post_vote"] - cum_of["wait"],
+    }
+    app.sort(reverse=True)
     connection.close()
+    mean_trials = sum(len(s["trials"]) for s in sessions) / max(1, len(sessions))
+    ms_per_start = sum(start_s) / max(1, len(start_s)) * 1000
     return {
-        "profile_ms_per_vote_inprocess": round(per_vote_ms, 2),
+        "inprocess_ms_per_vote": round(ms_per_vote, 2),
+        "inprocess_ms_per_start": round(ms_per_start, 2),
+        "inprocess_ms_per_finish": round(finish_ms, 2),
+        "trials_per_session_actual": round(mean_trials, 1),
+        # Share of a whole session's server time that its start takes (in-process).
+        "start_share_of_session": round(
+            ms_per_start / (ms_per_start + mean_trials * ms_per_vote + finish_ms), 3
+        ),
         "queries_per_vote": len(vote_sql),
-        "queries_per_start": start_query_count,
-        "profile_top": [
-            f"{func} ({name}): {cum / len(todo) * 1000:.2f} ms/vote, {ncalls / len(todo):.1f} calls/vote"
-            for cum, func, name, ncalls in top[:10]
-        ],
+        "queries_per_start": start_queries,
+        "queries_per_finish": finish_queries,
+        "profiled_ms_per_vote": round(total_ms, 2),
+        "profiled_sql_ms_per_vote": round(sql_ms, 2),
+        "profile_buckets_ms": {k: round(v, 2) for k, v in buckets.items()},
+        "profile_top": [f"{name}: {ms:.2f} ms/vote ({calls:g}x)" for ms, name, calls in app[:10]],
     }
 
 
@@ -602,6 +667,7 @@ def main() -> int:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ["DEBUG"] = "0"
     result: dict = {"raters": args.raters}
+    load_before = os.getloadavg()[0]
     recreate_database(args.pg, args.db_name)
     try:
         setup_django()
@@ -616,12 +682,18 @@ def main() -> int:
         votes_per_s = votes.votes_new / elapsed
         ceiling_per_s = ceiling.ok / ceiling_elapsed
         ratio = votes_per_s / ceiling_per_s if ceiling_per_s else 0.0
+        ceiling_half = second_half_rate(ceiling, args)
+        ratio_half = second_half_rate(votes, args) / ceiling_half if ceiling_half else 0.0
         errors = sum(votes.errors.values())
         result.update(
             {
                 "votes_per_s": round(votes_per_s, 1),
                 "ceiling_per_s": round(ceiling_per_s, 1),
                 "ratio": round(ratio, 3),
+                # Past the start-up burst (every rater starts a session at once):
+                "votes_per_s_2nd_half": round(second_half_rate(votes, args), 1),
+                "ceiling_per_s_2nd_half": round(ceiling_half, 1),
+                "ratio_2nd_half": round(ratio_half, 3),
                 "p50_ms": percentile(votes.vote_lat, 50),
                 "p99_ms": percentile(votes.vote_lat, 99),
                 "errors": errors,
@@ -652,6 +724,7 @@ def main() -> int:
                 "votes_cpu": cpu_votes,
                 "ceiling_cpu": cpu_ceiling,
                 "study": study,
+                "loadavg_1m_before": round(load_before, 2),
             }
         )
         for stats, name in ((votes, "votes"), (ceiling, "ceiling")):
@@ -659,7 +732,7 @@ def main() -> int:
                 log(f"{name} errors: {dict(stats.errors)}")
                 for sample in stats.error_samples:
                     log(f"  {sample}")
-        if args.profile or ratio < TARGET_RATIO:
+        if args.profile == "always" or (args.profile == "auto" and ratio < TARGET_RATIO):
             log("profiling the vote path in-process ...")
             result.update(profile_vote_path(args))
     finally:

@@ -6,7 +6,6 @@ Every error answers ``{"detail": "...", "reason": "..."}`` with a 4xx status;
 
 import uuid
 
-from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
@@ -67,8 +66,6 @@ class VoteIn(Schema):
 class VoteOut(Schema):
     recorded: bool
     replay: bool
-    answered: int
-    total: int
 
 
 class MTurkOut(Schema):
@@ -149,9 +146,8 @@ def get_session(request, token: uuid.UUID):
 @router.post("/sessions/{token}/votes", response={200: VoteOut, 201: VoteOut, **ERRORS})
 def post_vote(request, token: uuid.UUID, payload: VoteIn):
     """Record one vote. Replaying the same client_id answers 200 and stores nothing new."""
-    session = _session(token)
     result = services.record_vote(
-        session,
+        token,
         index=payload.index,
         triplet_id=payload.triplet,
         side=payload.side,
@@ -160,12 +156,8 @@ def post_vote(request, token: uuid.UUID, payload: VoteIn):
         display_mode=payload.display_mode,
         tab_id=payload.tab_id,
     )
-    counts = session.trials.aggregate(
-        total=Count("pk"), answered=Count("pk", filter=Q(vote__isnull=False))
-    )
     return Status(
-        201 if result.created else 200,
-        {"recorded": result.created, "replay": not result.created, **counts},
+        201 if result.created else 200, {"recorded": result.created, "replay": not result.created}
     )
 
 

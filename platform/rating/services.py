@@ -16,6 +16,7 @@ second vote, and a vote that arrives after its lease ran out is kept, marked lat
 import hashlib
 import random
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -33,6 +34,9 @@ from .models import RaterSession, Trial, Vote
 CLAIM_ROUNDS = 5
 # A tab that was heard from this recently holds its session against other tabs.
 ACTIVE_TAB_WINDOW = timedelta(seconds=90)
+# How stale a session's last_seen_at may get before a vote refreshes it (well under
+# the tab window and the lease, so neither notices).
+HEARTBEAT = timedelta(seconds=15)
 
 
 class RatingError(Exception):
@@ -196,7 +200,9 @@ def _claim_triplets(study: Study, count: int, exclude) -> list[Triplet]:
         tried.update(pk for pk, _, _ in candidates if pk in picked)
         locked = Triplet.objects.filter(pk__in=picked, assigned__lt=needed)
         if connection.features.has_select_for_update_skip_locked:
-            locked = locked.select_for_update(skip_locked=True)
+            # NO KEY UPDATE: new trials' foreign-key checks (KEY SHARE) on these rows,
+            # from other raters' sessions, must not wait on us, or starts deadlock.
+            locked = locked.select_for_update(skip_locked=True, no_key=True)
         chosen += list(locked)
         if len(chosen) >= count:
             break
@@ -279,7 +285,7 @@ def release_expired_trials(study: Study) -> int:
             kind=Trial.Kind.REGULAR, released=False, vote__isnull=True,
         )  # fmt: skip
         if connection.features.has_select_for_update_skip_locked:
-            expired = expired.select_for_update(skip_locked=True, of=("self",))
+            expired = expired.select_for_update(skip_locked=True, no_key=True, of=("self",))
         trials = list(expired.values_list("pk", "triplet_id"))
         if not trials:
             return 0
@@ -332,7 +338,7 @@ class RecordedVote:
 
 
 def record_vote(
-    session: RaterSession,
+    token: uuid.UUID,
     *,
     index: int,
     triplet_id: int,
@@ -342,44 +348,85 @@ def record_vote(
     display_mode: str = "",
     tab_id: str = "",
 ) -> RecordedVote:
-    """Store one vote. A replay of the same client id returns the stored vote unchanged."""
-    replay = _replayed(session, client_id, index)
-    if replay:
-        return RecordedVote(replay, created=False)
-    if session.is_finished:
-        raise RatingError("This session has ended; no more votes are taken.", 409, "ended")
+    """Store one vote. A replay of the same client id returns the stored vote unchanged.
+
+    This is the hot path of a study: two queries for a new vote (the trial with
+    its session and study, then the insert), and now and then the session's
+    heartbeat. A replay is looked up by its client id only when the insert is refused.
+    """
     if side not in Vote.Side.values:
         raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
-    study = session.study
+    trial = (
+        Trial.objects.select_related("session__study")
+        .filter(session__token=token, index=index)
+        .first()
+    )
+    if trial is None:
+        session = RaterSession.objects.filter(token=token).select_related("study").first()
+        if session is None:
+            raise RatingError("No such session.", 404, "no-session")
+        if session.is_finished:
+            return _replay_or_refuse(
+                session,
+                client_id,
+                index,
+                "This session has ended; no more votes are taken.",
+                "ended",
+            )
+        raise RatingError(
+            "That triplet is not assigned to this session at that index.", 403, "not-assigned"
+        )
+    session, study = trial.session, trial.session.study
+    if session.is_finished:
+        return _replay_or_refuse(
+            session, client_id, index, "This session has ended; no more votes are taken.", "ended"
+        )
     if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(
         session, tab_id
     ):
         raise RatingError("This session continues in another tab.", 409, "other-tab")
-    trial = session.trials.select_related("triplet__p0", "triplet__p1").filter(index=index).first()
-    if trial is None or trial.triplet_id != triplet_id:
+    if trial.triplet_id != triplet_id:
         raise RatingError(
             "That triplet is not assigned to this session at that index.", 403, "not-assigned"
         )
+    # Outside a transaction the INSERT commits on its own (one round trip); inside one
+    # (a test, a caller's atomic block) a savepoint keeps a refused INSERT from breaking it.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with guard:
             vote = Vote.objects.create(
                 trial=trial,
                 client_id=client_id,
                 side=side,
-                chose_p1=trial.stimulus_on(side).pk == trial.triplet.p1_id,
+                chose_p1=(side == "left") == trial.p1_on_left,
                 rt_ms=max(0.0, float(rt_ms)),
                 display_mode=display_mode[:16] or study.display_mode,
                 late=trial.released,
             )
-            RaterSession.objects.filter(pk=session.pk).update(
-                last_seen_at=timezone.now(), active_tab=tab_id[:64] or session.active_tab
-            )
     except IntegrityError:
-        replay = _replayed(session, client_id, index)
-        if replay:
-            return RecordedVote(replay, created=False)
-        raise RatingError("This trial has already been answered.", 409, "answered") from None
+        return _replay_or_refuse(
+            session, client_id, index, "This trial has already been answered.", "answered"
+        )
+    _heartbeat(session, tab_id)
     return RecordedVote(vote, created=True)
+
+
+def _heartbeat(session: RaterSession, tab_id: str) -> None:
+    """Note that the session (and which tab) is alive; written at most every HEARTBEAT."""
+    tab = tab_id[:64] or session.active_tab
+    if tab != session.active_tab or timezone.now() - session.last_seen_at > HEARTBEAT:
+        RaterSession.objects.filter(pk=session.pk).update(
+            last_seen_at=timezone.now(), active_tab=tab
+        )
+
+
+def _replay_or_refuse(
+    session: RaterSession, client_id: uuid.UUID, index: int, message: str, reason: str
+):
+    replay = _replayed(session, client_id, index)
+    if replay is None:
+        raise RatingError(message, 409, reason)
+    return RecordedVote(replay, created=False)
 
 
 def _replayed(session: RaterSession, client_id: uuid.UUID, index: int) -> Vote | None:

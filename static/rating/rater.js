@@ -596,7 +596,7 @@
             return;
           }
           if (error.reason === "other-tab") {
-            showOtherTab(); // the queue stays saved: the tab that took over sends it
+            showOtherTab(); // this tab stops; the other one shows the trial again if needed
             return;
           }
           // Refused for good (not assigned, session ended, already answered): drop it.
@@ -778,11 +778,14 @@
   function listen() {
     document.addEventListener("keydown", (event) => {
       if (event.altKey || event.ctrlKey || event.metaKey) return;
+      if (event.key === "Enter" && event.repeat) {
+        event.preventDefault(); // a held Enter must not click through several screens
+        return;
+      }
       const screen = document.body.dataset.state;
       if (event.key === "Enter" && CONTINUE[screen] && screen !== "consent") {
         const target = document.activeElement;
         if (target && (target.tagName === "BUTTON" || target.tagName === "A")) return; // it clicks itself
-        if (event.repeat) return;
         event.preventDefault();
         $(CONTINUE[screen]).click();
         return;

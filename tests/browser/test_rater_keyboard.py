@@ -1,139 +1,90 @@
-"""The rater page in a real browser: Debian's Chromium driven by Playwright, against live_server."""
+"""The rater page by keyboard, in a real browser: the whole flow, one answer per trial, layout."""
 
 import os
 from pathlib import Path
 
 import pytest
-
-# Playwright's sync API runs an event loop in this thread; ORM calls after it are still synchronous.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# Press a mix of keys: arrows and letters, both sides.
-KEYS = ["ArrowLeft", "ArrowRight", "KeyA", "KeyL", "ArrowRight",
-        "ArrowLeft", "KeyL", "KeyA", "ArrowLeft", "ArrowRight"]  # fmt: skip
-SIDE = {"ArrowLeft": "left", "KeyA": "left", "ArrowRight": "right", "KeyL": "right"}
+from rater_helpers import (
+    agree_and_start,
+    plain,
+    rate_url,
+    session_of,
+    votes_per_index,
+    wait_for_trial,
+    wait_state,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
+# Press a mix of keys: arrows and letters, both sides.
+KEYS = ["ArrowLeft", "ArrowRight", "KeyA", "KeyL", "ArrowRight", "ArrowLeft"]
+SIDE = {"ArrowLeft": "left", "KeyA": "left", "ArrowRight": "right", "KeyL": "right"}
 
 
-@pytest.fixture
-def open_page(browser):
-    """Open a page at a viewport size; fails the test on any JavaScript or console error."""
-    contexts, errors = [], []
+def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path):
+    """consent → instructions → 2 practice → practice done → 5 trials → break → 5 trials → debrief → code."""
+    from rating.models import Trial, Vote
+    from studies.models import Study
 
-    def open_(url, width=1280, height=800):
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-        page.on(
-            "response",
-            lambda response: (
-                response.status >= 400 and errors.append(f"HTTP {response.status}: {response.url}")
-            ),
-        )
-        page.on(
-            "console",
-            lambda message: message.type == "error" and errors.append(f"console: {message.text}"),
-        )
-        page.goto(url)
-        return page
+    Study.objects.filter(pk=ready_study.pk).update(practice_trials=2, break_every=5)
+    page = open_page(rate_url(live_server, ready_study, "participant=kb-1"))
+    wait_state(page, "consent")
+    # The instructions show a real triplet: reference, the better and the worse version.
+    example = page.eval_on_selector_all("#example img", "els => els.map((e) => e.naturalWidth)")
+    assert example == [ready_study.patch_size] * 3
+    agree_and_start(page)
 
-    open_.errors = errors
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not errors, errors
-
-
-def rate_url(live_server, study, participant):
-    return f"{live_server.url}/rate/{study.slug}/?PROLIFIC_PID={participant}"
-
-
-def wait_for_trial(page, index):
-    page.wait_for_selector(f'body[data-state="trial"] #trial[data-index="{index}"]')
-
-
-def start_by_keyboard(page):
-    page.wait_for_selector('body[data-state="instructions"]')
-    assert page.evaluate("document.activeElement.id") == "start"
+    keys = iter(KEYS * 2)
+    pressed = {}
+    for index in range(2):  # practice, with its badge
+        wait_for_trial(page, index)
+        assert page.is_visible("#practice-badge")
+        assert page.get_attribute("#trial", "data-practice") == "true"
+        assert page.inner_text("#progress-text") == f"Practice {index + 1} of 2"
+        pressed[index] = next(keys)
+        page.keyboard.press(pressed[index])
+    wait_state(page, "practice-done")
+    assert "the real trials start now" in page.inner_text("#screen-practice-done")
     page.keyboard.press("Enter")
 
-
-def test_ten_trials_by_keyboard(live_server, ready_study, open_page):
-    from rating.models import RaterSession, Vote
-
-    page = open_page(rate_url(live_server, ready_study, "test-rater-1"))
-    start_by_keyboard(page)
-    for index, key in enumerate(KEYS):
+    for index in range(2, 12):
+        if index == 7:  # a break after 5 real trials; progress counts real trials only
+            wait_state(page, "break")
+            assert page.inner_text("#break-done") == "5"
+            assert page.inner_text("#break-total") == "10"
+            page.keyboard.press("Enter")
         wait_for_trial(page, index)
-        assert page.get_attribute("#progressbar", "aria-valuenow") == str(index + 1)
-        page.keyboard.press(key)
-    page.wait_for_selector('body[data-state="done"]')
+        assert not page.is_visible("#practice-badge")
+        assert page.get_attribute("#progressbar", "aria-valuenow") == str(index - 1)
+        assert page.inner_text("#progress-text") == f"Trial {index - 1} of 10"
+        if index == 2:
+            check_desktop_layout(page, ready_study.patch_size, tmp_path)
+        pressed[index] = next(keys)
+        page.keyboard.press(pressed[index])
+
+    wait_state(page, "debrief")
+    assert page.evaluate("document.activeElement.id") == "submit"
+    page.keyboard.press("Enter")
+    wait_state(page, "done")
     code = page.inner_text("#completion-code").strip()
 
-    session = RaterSession.objects.get(study=ready_study)
-    votes = list(Vote.objects.filter(trial__session=session).order_by("trial__index"))
-    assert [vote.trial.index for vote in votes] == list(range(10))
-    assert [vote.side for vote in votes] == [SIDE[key] for key in KEYS]
-    assert all(vote.rt_ms > 0 for vote in votes)
-    session.refresh_from_db()
+    session = session_of(ready_study)
     assert session.is_finished
-    ready_study.refresh_from_db()
-    assert code == ready_study.completion_code
+    assert code == Study.objects.get(pk=ready_study.pk).completion_code
+    assert votes_per_index(session) == {index: 1 for index in range(12)}
+    votes = (
+        Vote.objects.filter(trial__session=session).select_related("trial").order_by("trial__index")
+    )
+    assert [vote.side for vote in votes] == [SIDE[pressed[i]] for i in range(12)]
+    assert [vote.trial.kind == Trial.Kind.PRACTICE for vote in votes] == [True] * 2 + [False] * 10
+    assert all(vote.rt_ms > 0 and vote.display_mode == "side-by-side" for vote in votes)
+    # The page reported the screen: Playwright's default is the viewport at DPR 1.
+    assert (session.screen_w, session.screen_h, session.dpr) == (1280, 800, 1.0)
+    assert session.active_tab
 
 
-def test_double_press_records_one_vote(live_server, ready_study, open_page):
-    from rating.models import RaterSession, Vote
-
-    page = open_page(rate_url(live_server, ready_study, "test-rater-2"))
-    start_by_keyboard(page)
-    wait_for_trial(page, 0)
-    page.keyboard.press("ArrowLeft")
-    page.keyboard.press("ArrowLeft")
-    wait_for_trial(page, 1)
-    page.wait_for_selector('body[data-pending="0"]')
-
-    session = RaterSession.objects.get(study=ready_study)
-    votes = list(Vote.objects.filter(trial__session=session))
-    assert [(vote.trial.index, vote.side) for vote in votes] == [(0, "left")]
-    assert page.get_attribute("#trial", "data-index") == "1"
-
-
-@pytest.mark.parametrize(
-    ("width", "height", "stacked"), [(1280, 800, False), (390, 844, True)], ids=["desktop", "phone"]
-)
-def test_trial_fits_the_screen(
-    live_server, ready_study, open_page, tmp_path, width, height, stacked
-):
-    page = open_page(rate_url(live_server, ready_study, f"test-layout-{width}"), width, height)
-    start_by_keyboard(page)
-    wait_for_trial(page, 0)
-    # Left, reference, right: the images as painted.
+def check_desktop_layout(page, size, shots_dir):
+    """Left, reference, right in a row, at the study's zoom (4), inside the window."""
     boxes = page.evaluate(
         """Array.from(document.querySelectorAll("#trial .patch > img"), (img) => {
             const r = img.getBoundingClientRect();
@@ -141,73 +92,53 @@ def test_trial_fits_the_screen(
         })"""
     )
     assert len(boxes) == 3
-    size = ready_study.patch_size
     for box in boxes:
-        assert box["width"] == box["height"]
-        assert box["width"] % size == 0  # an integer zoom
-        assert 0 <= box["x"] and box["x"] + box["width"] <= width
-        assert 0 <= box["y"] and box["y"] + box["height"] <= height
+        assert box["width"] == box["height"] == 4 * size
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 1280
+        assert 0 <= box["y"] and box["y"] + box["height"] <= 800
     left, reference, right = boxes
-    if stacked:
-        assert left["y"] < reference["y"] < right["y"]
-    else:
-        assert left["x"] < reference["x"] < right["x"]
-        assert boxes[0]["width"] == 4 * size  # the default zoom where there is room
-    shots = Path(os.environ.get("TWOAFC_SCREENSHOT_DIR", tmp_path))
-    page.screenshot(path=str(shots / f"rater_{'phone' if stacked else 'desktop'}.png"))
+    assert left["x"] < reference["x"] < right["x"]
+    shots = Path(os.environ.get("TWOAFC_SCREENSHOT_DIR", shots_dir))
+    page.screenshot(path=str(shots / "rater_desktop.png"))
 
 
-def test_failed_sends_survive_a_reload(live_server, ready_study, open_page):
-    """Votes the server never acknowledged stay queued in localStorage, across a reload, until sent."""
-    from rating.models import RaterSession, Vote
+def test_double_press_records_one_vote(live_server, ready_study, open_page):
+    from rating.models import Vote
 
-    url = rate_url(live_server, ready_study, "test-rater-3")
-    page = open_page(url)
-    start_by_keyboard(page)
-    for index in range(2):
-        wait_for_trial(page, index)
-        page.keyboard.press("ArrowLeft")
+    plain(ready_study)
+    page = open_page(rate_url(live_server, ready_study, "participant=kb-2"))
+    agree_and_start(page)
+    wait_for_trial(page, 0)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    wait_for_trial(page, 1)
     page.wait_for_selector('body[data-pending="0"]')
 
-    page.route("**/votes", lambda route: route.abort())  # the network drops every vote
-    for index in range(2, 4):
-        wait_for_trial(page, index)
-        page.keyboard.press("ArrowRight")
-    wait_for_trial(page, 4)
-    page.wait_for_selector("#offline:not([hidden])")
-    assert page.get_attribute("body", "data-pending") == "2"
+    session = session_of(ready_study)
+    votes = list(Vote.objects.filter(trial__session=session))
+    assert [(vote.trial.index, vote.side) for vote in votes] == [(0, "left")]
+    assert page.get_attribute("#trial", "data-index") == "1"
 
-    page.reload()  # same participant, same session; the queue comes back from localStorage
-    page.wait_for_selector('body[data-state="instructions"]')
-    assert "4 of 10" in page.inner_text("#start")
-    page.unroute("**/votes")
-    page.wait_for_selector('body[data-pending="0"]', timeout=20_000)
-    page.wait_for_selector("#offline", state="hidden")
-    page.keyboard.press("Enter")
-    for index in range(4, 10):
-        wait_for_trial(page, index)
-        page.keyboard.press("KeyL")
-    page.wait_for_selector('body[data-state="done"]')
 
-    session = RaterSession.objects.get(study=ready_study)
-    sides = list(
-        Vote.objects.filter(trial__session=session)
-        .order_by("trial__index")
-        .values_list("side", flat=True)
-    )
-    assert sides == ["left"] * 2 + ["right"] * 8
-    assert session.trials.count() == 10
-    # The dropped requests were logged by the browser; nothing else may be.
-    open_page.errors[:] = [e for e in open_page.errors if "ERR_FAILED" not in e]
+def test_declining_consent_records_nothing_more(live_server, ready_study, open_page):
+    from rating.models import Vote
+
+    page = open_page(rate_url(live_server, ready_study, "participant=kb-3"))
+    wait_state(page, "consent")
+    page.click("#consent-decline")
+    wait_state(page, "declined")
+    assert not Vote.objects.exists()
+    page.keyboard.press("ArrowLeft")  # no trial behind the polite goodbye
+    assert page.get_attribute("body", "data-state") == "declined"
 
 
 def test_closed_study_shows_the_reason(live_server, open_page):
+    from rating.models import RaterSession
     from studies.models import Study
 
     study = Study.objects.create(name="Not ready yet")  # a draft: no triplets
-    page = open_page(rate_url(live_server, study, "test-rater-4"))
-    page.wait_for_selector('body[data-state="error"]')
+    page = open_page(rate_url(live_server, study, "participant=kb-4"))
+    wait_state(page, "error")
     assert "not open for rating" in page.inner_text("#error-text")
-    # The refused session start is the only failed request.
-    assert all("409" in e or "sessions" in e for e in open_page.errors), open_page.errors
-    open_page.errors.clear()
+    assert not RaterSession.objects.exists()
+    open_page.expect("409", "/sessions")  # the refused session start

@@ -26,7 +26,8 @@ def voted_study(ready_study):
         session = rating.start_session(ready_study, rating.Arrival(participant_id=participant))
         for trial in session.trials.all():
             side = "left" if trial.p1_on_left else "right"
-            rating.record_vote(session, index=trial.index, triplet_id=trial.triplet_id, side=side,
+            rating.record_vote(
+            session.token, index=trial.index, triplet_id=trial.triplet_id, side=side,
                                client_id=uuid.uuid4(), rt_ms=500)  # fmt: skip
     return ready_study
 

@@ -31,7 +31,7 @@ def rate(study, who, side_of, rt_ms=900.0):
     session = services.start_session(study, services.Arrival(participant_id=who, tab_id=who))
     for trial in session.trials.select_related("repeat_of").order_by("index"):
         services.record_vote(
-            session, index=trial.index, triplet_id=trial.triplet_id, side=side_of(trial),
+            session.token, index=trial.index, triplet_id=trial.triplet_id, side=side_of(trial),
             client_id=uuid.uuid4(), rt_ms=rt_ms, tab_id=who,
         )  # fmt: skip
     services.finish_session(session)

@@ -22,7 +22,7 @@ def arrive(study, who=None, tab="tab-1", **market):
 
 def answer(session, trial, side="left", tab="tab-1"):
     return services.record_vote(
-        session, index=trial.index, triplet_id=trial.triplet_id, side=side,
+            session.token, index=trial.index, triplet_id=trial.triplet_id, side=side,
         client_id=uuid.uuid4(), rt_ms=900, tab_id=tab,
     )  # fmt: skip
 
