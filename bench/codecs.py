@@ -81,6 +81,13 @@ CROP = 512
 PATCH = 64
 GRID = [(y, x) for y in range(0, CROP, PATCH) for x in range(0, CROP, PATCH)]  # 64 patches
 
+# (seconds per run, runs per side): fast codecs (under 30 ms a crop) get many short runs, so
+# that the best of them is a stretch where nothing else on the machine got in the way.
+PLANS = {
+    "full": {"fast": (0.25, 12), "slow": (0.8, 4)},
+    "quick": {"fast": (0.1, 6), "slow": (0.3, 2)},
+}
+
 # One mid setting per codec: 0.5-1 bpp averaged over the part-1 crops (measured).
 LEVELS = {
     "jpeg": 50,  # ~0.77 bpp
@@ -371,7 +378,7 @@ def profile_top(run, images: list[np.ndarray], top: int = 10) -> list[str]:
     ]
 
 
-def bench_codec(name: str, images, target_s: float, reps_fast: int, reps_slow: int) -> dict:
+def bench_codec(name: str, images, plan: dict) -> dict:
     codec = twoafc_codecs.get_codec(name)
     level = LEVELS.get(name)
     if level is None:
@@ -381,10 +388,9 @@ def bench_codec(name: str, images, target_s: float, reps_fast: int, reps_slow: i
     same, bpps, seconds_per_image = compare_outputs(name, level, encode, decode, images)
     if same.startswith("DIFFERENT"):
         log(f"  !! {name}: ours and bare do not give the same output ({same})")
-    # Enough crops for one run to last about target_s; slow codecs get fewer repeats.
-    per_run = max(1, round(target_s / max(seconds_per_image, 1e-6)))
+    target_s, reps = plan["fast" if seconds_per_image < 0.03 else "slow"]
+    per_run = max(1, round(target_s / max(seconds_per_image, 1e-6)))  # crops per run
     run_images = [images[i % len(images)] for i in range(per_run)]
-    reps = reps_fast if seconds_per_image < 0.03 else reps_slow
     best = {"ours": (0.0, 0.0), "bare": (0.0, 0.0)}  # (per cpu s, per wall s), best of each
     for rep in range(reps):
         order = (("ours", ours), ("bare", bare))
@@ -421,7 +427,7 @@ def part1_codecs(quick: bool) -> dict:
         names.append("jpeg-nvjpeg")
     photos = PART1_PHOTOS[:3] if quick else PART1_PHOTOS
     images = [twoafc_codecs.center_crop(photo(p), CROP) for p in photos]
-    target_s, reps_fast, reps_slow = (0.3, 2, 2) if quick else (0.8, 5, 4)
+    plan = PLANS["quick" if quick else "full"]
     log(
         f"part 1: {len(names)} codecs on {len(images)} crops {CROP}x{CROP}, {len(GRID)} patches each"
     )
@@ -432,7 +438,7 @@ def part1_codecs(quick: bool) -> dict:
             log(f"  {name}: skipped ({skipped[name]})")
             continue
         started = time.perf_counter()
-        result = per_codec[name] = bench_codec(name, images, target_s, reps_fast, reps_slow)
+        result = per_codec[name] = bench_codec(name, images, plan)
         log(
             f"  {name:12s} level {result['level']:3d}  {result['bpp']:.2f} bpp  "
             f"ours {result['ours_per_s']:9.0f}/s  bare {result['bare_per_s']:9.0f}/s  "
@@ -613,6 +619,7 @@ def generate_study(data_dir: Path, sources: int, patches: int, postgres: bool) -
         started = time.perf_counter()
         job = services.start_generation(study, enqueue=tasks.enqueue_generation)
         last_sample = 0.0
+        first_chunk = all_chunks = None  # seconds after start, as seen by this loop
         while True:
             now = time.perf_counter()
             if now - last_sample >= 0.2:
@@ -621,6 +628,10 @@ def generate_study(data_dir: Path, sources: int, patches: int, postgres: bool) -
                 peak_rss, peak_single = max(peak_rss, rss), max(peak_single, single)
                 processes = max(processes, count)
             job.refresh_from_db()
+            if job.done and first_chunk is None:
+                first_chunk = now - started
+            if job.total and job.done >= job.total and all_chunks is None:
+                all_chunks = now - started
             if job.status == GenerationJob.Status.DONE:
                 wall_s = time.perf_counter() - started
                 break
@@ -653,6 +664,13 @@ def generate_study(data_dir: Path, sources: int, patches: int, postgres: bool) -
             "db": round(job.db_s, 2),
         },
         "split_sum_s": round(job.encode_s + job.crop_s + job.storage_s + job.db_s, 2),
+        # start -> first chunk recorded (reference patches cut, first encode), -> last chunk
+        # recorded, -> DONE (triplets paired); from 50 ms polling, so +-0.05 s each.
+        "phases_s": {
+            "to_first_chunk": round(first_chunk if first_chunk is not None else wall_s, 2),
+            "chunks": round((all_chunks or wall_s) - (first_chunk or 0.0), 2),
+            "finish": round(wall_s - (all_chunks or wall_s), 2),
+        },
         "worker_cpu_s": round(cpu_after - cpu_before, 2),
         "worker_peak_rss_mb": round(peak_rss, 1),
         "worker_peak_rss_mb_largest_process": round(peak_single, 1),

@@ -237,15 +237,11 @@ def start_gunicorn(args, settings_module: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("gunicorn did not answer within 60 s")
 
 
-def stop(process: subprocess.Popen | None, timeout_s: float = 20) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(process: subprocess.Popen | None) -> None:
+    """Terminate, then kill if needed: the demo's helper (Django is set up by then)."""
+    from twoafc.demo import stop as stop_process
+
+    stop_process(process)
 
 
 # --- CPU accounting -------------------------------------------------------------------
