@@ -262,7 +262,7 @@ class Stimulus(models.Model):
     """A distorted patch. Codec, level and bpp are copied here so a dataset row stands alone."""
 
     patch = models.ForeignKey(ReferencePatch, on_delete=models.CASCADE, related_name="stimuli")
-    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="stimuli")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="stimuli")
     encoding = models.ForeignKey(Encoding, on_delete=models.CASCADE, related_name="stimuli")
     image = models.ImageField(upload_to="stimuli/")
     codec = models.CharField(max_length=40)

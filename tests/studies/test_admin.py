@@ -110,3 +110,26 @@ def test_generate_without_conditions_explains_why(admin_client, study):
     )
     assert "at least two codec conditions" in response.content.decode()
     assert not GenerationJob.objects.exists()
+
+
+def test_admin_configures_codecs_at_target_bitrates(admin_client, study):
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if name != "upload_images"}
+    data = {name: "" if value is None else value for name, value in data.items()}
+    data.update({
+        "conditions-TOTAL_FORMS": "3", "conditions-INITIAL_FORMS": "0",
+        "conditions-0-codec": "avif", "conditions-0-target_bpp": "0.4",
+        "conditions-1-codec": "heic", "conditions-1-target_bpp": "0.4",
+        "conditions-2-codec": "jpegxl", "conditions-2-level": "40", "conditions-2-target_bpp": "0.4",
+        "sources-TOTAL_FORMS": "0", "sources-INITIAL_FORMS": "0",
+    })  # fmt: skip
+    response = admin_client.post(url, data)
+    assert response.status_code == 200  # the form comes back: one condition is wrong
+    assert "either a level or a target bpp" in response.content.decode()
+    data.pop("conditions-2-level")
+    response = admin_client.post(url, data)
+    assert response.status_code == 302
+    assert sorted(study.conditions.values_list("codec", "target_bpp")) == [
+        ("avif", 0.4), ("heic", 0.4), ("jpegxl", 0.4),
+    ]  # fmt: skip

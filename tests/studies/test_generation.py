@@ -108,3 +108,8 @@ def test_a_chunk_that_fails_marks_the_job_failed_with_the_error(django_capture_o
     assert "CodecError" in job.error
     assert study.status == Study.Status.FAILED
     assert not Stimulus.objects.exists()
+
+
+def test_a_generated_study_can_be_deleted_with_everything_in_it(ready_study):
+    ready_study.delete()
+    assert not Stimulus.objects.exists() and not Encoding.objects.exists()
