@@ -1,20 +1,11 @@
-"""The rater side's logic: sessions, the assignment engine, and votes.
+"""The rater side's logic: sessions (start, resume, tabs, markets), votes, and completion.
 
-The engine gives each triplet at most ``votes_per_triplet`` regular trials,
-each in a different session, under a row lock (``SELECT … FOR UPDATE SKIP
-LOCKED`` on PostgreSQL; SQLite serialises writers). A session's unanswered
-trials are leased: when it has been idle for ``lease_minutes`` they go back to
-the pool, and come back to the session (or are replaced) if it returns.
-Around the regular trials a session gets practice trials first, sentinels
-(one side is the reference itself) and repeats (an earlier trial with the
-sides swapped); none of them counts towards a triplet's votes.
-
+What a session is shown is decided by the assignment engine in ``rating.assignment``.
 Votes are idempotent on the client's id, so a retried POST never makes a
 second vote, and a vote that arrives after its lease ran out is kept, marked late.
 """
 
 import hashlib
-import random
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,15 +14,19 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from studies.models import Study, Triplet
+from studies.models import Study
 
+from .assignment import (
+    claim_triplets,
+    lay_out_trials,
+    release_expired_trials,
+    renew_released_trials,
+)
 from .models import RaterSession, Trial, Vote
 
-# Rounds of candidates to try when concurrent raters lock the ones picked first.
-CLAIM_ROUNDS = 5
 # A tab that was heard from this recently holds its session against other tabs.
 ACTIVE_TAB_WINDOW = timedelta(seconds=90)
 # What the vote path reads: compiling and loading whole rows costs more than the query.
@@ -109,12 +104,12 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
                 rater_hash=rater_hash(study, crowd_id or f"anonymous:{uuid.uuid4()}"),
                 **_arrival_fields(arrival),
             )
-            regular = _claim_triplets(study, study.trials_per_session, exclude=())
+            regular = claim_triplets(study, study.trials_per_session, exclude=())
             if not regular:
                 raise RatingError(
                     "This study has all the responses it needs. Thank you!", 410, "full"
                 )
-            _lay_out_trials(session, regular)
+            lay_out_trials(session, regular)
     except IntegrityError:
         # The same participant started twice at once: the other request made the session.
         return resume_session(
@@ -167,7 +162,7 @@ def resume_session(session: RaterSession, arrival: Arrival) -> RaterSession:
         active_tab=arrival.tab_id[:64] or session.active_tab, last_seen_at=timezone.now()
     )
     if not session.is_finished:
-        _renew_released_trials(session)
+        renew_released_trials(session)
     session.refresh_from_db()
     return session
 
@@ -175,173 +170,6 @@ def resume_session(session: RaterSession, arrival: Arrival) -> RaterSession:
 def _held_by_other_tab(session: RaterSession, tab_id: str) -> bool:
     recent = timezone.now() - session.last_seen_at < ACTIVE_TAB_WINDOW
     return bool(session.active_tab) and bool(tab_id) and tab_id != session.active_tab and recent
-
-
-# --- the assignment engine ----------------------------------------------------------
-
-
-def _claim_triplets(study: Study, count: int, exclude) -> list[Triplet]:
-    """Lock open triplets, spread over sources and patches, and count them out.
-
-    Candidates are read without locks (least-assigned first), then only the
-    ones picked are locked, skipping rows another rater holds and re-checking
-    that each still has room; rows lost to a race are replaced by the next
-    candidates. Locking no more than it takes keeps concurrent raters from
-    starving each other.
-    """
-    needed = study.votes_per_triplet
-    chosen: list[Triplet] = []
-    tried = set(exclude)
-    for _ in range(CLAIM_ROUNDS):
-        want = count - len(chosen)
-        candidates = list(
-            Triplet.objects.filter(study=study, assigned__lt=needed)
-            .exclude(pk__in=tried)
-            .order_by("assigned", "?")
-            .values_list("pk", "patch_id", "patch__source_id")[: max(want * 4, 40)]
-        )
-        if not candidates:
-            break
-        picked = _spread(candidates, want, avoid_patches={t.patch_id for t in chosen})
-        tried.update(pk for pk, _, _ in candidates if pk in picked)
-        locked = Triplet.objects.filter(pk__in=picked, assigned__lt=needed)
-        if connection.features.has_select_for_update_skip_locked:
-            # NO KEY UPDATE: new trials' foreign-key checks (KEY SHARE) on these rows,
-            # from other raters' sessions, must not wait on us, or starts deadlock.
-            locked = locked.select_for_update(skip_locked=True, no_key=True)
-        chosen += list(locked)
-        if len(chosen) >= count:
-            break
-    for triplet in chosen:
-        # Which side p1 goes on alternates over the raters of a triplet: balanced left/right.
-        triplet.p1_on_left = (triplet.assigned + triplet.pk) % 2 == 1
-    Triplet.objects.filter(pk__in=[t.pk for t in chosen]).update(assigned=F("assigned") + 1)
-    return chosen
-
-
-def _spread(
-    candidates: list[tuple[int, int, int]], count: int, avoid_patches: set[int]
-) -> list[int]:
-    """Round-robin over source images, one triplet per reference patch before any patch repeats."""
-    by_source: dict[int, list[int]] = {}
-    seen = set(avoid_patches)
-    rest = []
-    for pk, patch_id, source_id in candidates:
-        if patch_id in seen:
-            rest.append(pk)
-        else:
-            seen.add(patch_id)
-            by_source.setdefault(source_id, []).append(pk)
-    picked: list[int] = []
-    queues = [queue for queue in by_source.values() if queue]
-    while queues and len(picked) < count:
-        for queue in list(queues):
-            picked.append(queue.pop(0))
-            if not queue:
-                queues.remove(queue)
-    return (picked + rest)[:count]
-
-
-def _lay_out_trials(session: RaterSession, regular: list[Triplet]) -> None:
-    """Practice first, then the regular trials with sentinels and repeats mixed in."""
-    study = session.study
-    rng = random.Random(session.token.int)
-    rng.shuffle(regular)
-    trials: list[Trial] = []
-    practice_pool = _practice_triplets(study, exclude={t.pk for t in regular}, rng=rng)
-    for triplet in practice_pool:
-        trials.append(
-            Trial(kind=Trial.Kind.PRACTICE, triplet=triplet, p1_on_left=rng.random() < 0.5)
-        )
-    main = [Trial(kind=Trial.Kind.REGULAR, triplet=t, p1_on_left=t.p1_on_left) for t in regular]
-    for _ in range(round(len(regular) * study.sentinel_rate)):
-        position = rng.randrange(len(main) + 1)
-        main.insert(position, Trial(
-            kind=Trial.Kind.SENTINEL, triplet=rng.choice(regular), p1_on_left=False,
-            sentinel_side=rng.choice(["left", "right"]),
-        ))  # fmt: skip
-    repeats = rng.sample(
-        range(len(regular)), min(len(regular), round(len(regular) * study.repeat_rate))
-    )
-    originals = [t for t in main if t.kind == Trial.Kind.REGULAR]
-    for number in repeats:
-        original = originals[number]
-        after = main.index(original) + 1
-        main.insert(rng.randrange(after, len(main) + 1), Trial(
-            kind=Trial.Kind.REPEAT, triplet=original.triplet, p1_on_left=not original.p1_on_left,
-        ))  # fmt: skip
-    trials += main
-    for index, trial in enumerate(trials):
-        trial.session, trial.index = session, index
-    Trial.objects.bulk_create(trials)
-    # Repeats point at their originals once both have primary keys.
-    by_triplet = {t.triplet_id: t for t in trials if t.kind == Trial.Kind.REGULAR}
-    for trial in trials:
-        if trial.kind == Trial.Kind.REPEAT:
-            trial.repeat_of = by_triplet[trial.triplet_id]
-    Trial.objects.bulk_update([t for t in trials if t.kind == Trial.Kind.REPEAT], ["repeat_of"])
-
-
-def _practice_triplets(study: Study, exclude: set[int], rng: random.Random) -> list[Triplet]:
-    """A few triplets to practise on, preferably ones this session does not rate for real."""
-    if not study.practice_trials:
-        return []
-    ids = list(study.triplets.values_list("pk", flat=True)[:2000])
-    pool = [pk for pk in ids if pk not in exclude] or ids
-    chosen = rng.sample(pool, min(study.practice_trials, len(pool)))
-    return list(Triplet.objects.filter(pk__in=chosen))
-
-
-def release_expired_trials(study: Study) -> int:
-    """Return the unanswered regular trials of idle sessions to the pool; returns how many."""
-    cutoff = timezone.now() - timedelta(minutes=study.lease_minutes)
-    with transaction.atomic():
-        expired = Trial.objects.filter(
-            session__study=study, session__finished_at__isnull=True, session__last_seen_at__lt=cutoff,
-            kind=Trial.Kind.REGULAR, released=False, vote__isnull=True,
-        )  # fmt: skip
-        if connection.features.has_select_for_update_skip_locked:
-            expired = expired.select_for_update(skip_locked=True, no_key=True, of=("self",))
-        trials = list(expired.values_list("pk", "triplet_id"))
-        if not trials:
-            return 0
-        Trial.objects.filter(pk__in=[pk for pk, _ in trials]).update(released=True)
-        per_triplet: dict[int, int] = {}
-        for _, triplet_id in trials:
-            per_triplet[triplet_id] = per_triplet.get(triplet_id, 0) + 1
-        for triplet_id, count in per_triplet.items():
-            Triplet.objects.filter(pk=triplet_id).update(assigned=F("assigned") - count)
-        Study.objects.filter(pk=study.pk, status=Study.Status.COMPLETE).update(
-            status=Study.Status.READY
-        )
-    return len(trials)
-
-
-def _renew_released_trials(session: RaterSession) -> None:
-    """A returning session takes its released trials back, or gets open triplets instead."""
-    study = session.study
-    with transaction.atomic():
-        released = list(
-            session.trials.filter(released=True, vote__isnull=True).select_related("triplet")
-        )
-        if not released:
-            return
-        held = set(
-            session.trials.filter(kind=Trial.Kind.REGULAR).values_list("triplet_id", flat=True)
-        )
-        for trial in released:
-            reclaimed = Triplet.objects.filter(
-                pk=trial.triplet_id, assigned__lt=study.votes_per_triplet
-            ).update(assigned=F("assigned") + 1)
-            if not reclaimed:
-                replacement = _claim_triplets(study, 1, exclude=held)
-                if not replacement:
-                    trial.delete()  # nothing left to rate in its place
-                    continue
-                trial.triplet = replacement[0]
-                held.add(trial.triplet_id)
-            trial.released = False
-            trial.save(update_fields=["triplet", "released"])
 
 
 # --- votes ---------------------------------------------------------------------------

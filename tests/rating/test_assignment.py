@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from rating import services
+from rating import assignment, services
 from rating.models import RaterSession, Trial, Vote
 from rating.selectors import voted_triplets
 from studies.models import Study, Triplet
@@ -114,7 +114,7 @@ def test_a_vote_on_a_released_trial_is_kept_and_marked_late(ready_study):
     RaterSession.objects.filter(pk=session.pk).update(
         last_seen_at=timezone.now() - timedelta(hours=2)
     )
-    services.release_expired_trials(ready_study)
+    assignment.release_expired_trials(ready_study)
     trial = session.trials.get(index=5)
     session.refresh_from_db()
     recorded = answer(session, trial)
