@@ -11,8 +11,10 @@ none of them counts towards a triplet's votes.
 """
 
 import random
+import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -135,6 +137,21 @@ def _practice_triplets(study: Study, exclude: set[int], rng: random.Random) -> l
     pool = [pk for pk in ids if pk not in exclude] or ids
     chosen = rng.sample(pool, min(study.practice_trials, len(pool)))
     return list(Triplet.objects.filter(pk__in=chosen))
+
+
+# When this process last swept each study for expired leases. Leases run for minutes,
+# so sweeping on every session start would only repeat the same empty query.
+_last_sweep: dict[int, float] = {}
+
+
+def sweep_expired_trials(study: Study) -> int:
+    """``release_expired_trials``, at most every TWOAFC_LEASE_SWEEP_S per study in this process."""
+    now = time.monotonic()
+    every = settings.TWOAFC_LEASE_SWEEP_S
+    if study.pk in _last_sweep and now - _last_sweep[study.pk] < every:
+        return 0
+    _last_sweep[study.pk] = now
+    return release_expired_trials(study)
 
 
 def release_expired_trials(study: Study) -> int:

@@ -22,8 +22,8 @@ from studies.models import Study
 from .assignment import (
     claim_triplets,
     lay_out_trials,
-    release_expired_trials,
     renew_released_trials,
+    sweep_expired_trials,
 )
 from .models import RaterSession, Trial, Vote
 
@@ -96,7 +96,7 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
             return resume_session(existing, arrival)
     if study.status == Study.Status.COMPLETE:
         raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
-    release_expired_trials(study)
+    sweep_expired_trials(study)
     try:
         with transaction.atomic():
             session = RaterSession.objects.create(

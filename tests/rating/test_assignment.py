@@ -14,6 +14,12 @@ from studies.models import Study, Triplet
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _sweep_on_every_start(settings):
+    """Leases are swept on each session start here, not every 20 s as in production."""
+    settings.TWOAFC_LEASE_SWEEP_S = 0
+
+
 def arrive(study, who=None, tab="tab-1", **market):
     return services.start_session(
         study, services.Arrival(participant_id=who, tab_id=tab, market=market or None)
