@@ -20,7 +20,7 @@ New codecs subclass ``Codec`` and are added with ``register``. Codecs whose
 library is missing from this machine are left out of the registry.
 """
 
-from .base import Codec, CodecError, UnknownCodec
+from .base import BatchedCodec, Codec, CodecError, UnknownCodec
 from .heif_codecs import HEIF_CODECS
 from .imagecodecs_codecs import IMAGECODECS_CODECS
 from .images import center_crop, cut_patch, load_rgb, patch_positions
@@ -40,6 +40,7 @@ from .registry import (
 
 __all__ = [
     "MAX_TARGET_BPP",
+    "BatchedCodec",
     "Codec",
     "CodecError",
     "Encoded",

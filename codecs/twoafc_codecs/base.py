@@ -133,6 +133,26 @@ class Codec(ABC):
         return int(level)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BatchedCodec(Codec):
+    """A codec whose natural unit is a batch (GPU, learned): one image is a batch of one.
+
+    Subclasses implement ``encode_batch`` and ``decode_batch``.
+    """
+
+    @abstractmethod
+    def encode_batch(self, images: Sequence[np.ndarray], level: int) -> list[bytes]: ...
+
+    @abstractmethod
+    def decode_batch(self, data: Sequence[bytes]) -> list[np.ndarray]: ...
+
+    def encode(self, image: np.ndarray, level: int) -> bytes:
+        return self.encode_batch([image], level)[0]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.decode_batch([data])[0]
+
+
 def check_rgb_image(image: object) -> np.ndarray:
     """Return ``image`` as a C-contiguous H×W×3 uint8 array, or raise CodecError."""
     if not isinstance(image, np.ndarray):

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Codec, CodecError, check_rgb_image
+from .base import BatchedCodec, CodecError, check_rgb_image
 from .registry import register
 
 _SOI = b"\xff\xd8"
@@ -52,7 +52,7 @@ def _torchvision_io():
 
 
 @dataclass(frozen=True, kw_only=True)
-class NvJpegCodec(Codec):
+class NvJpegCodec(BatchedCodec):
     queue: ClassVar[str] = "gpu"  # the worker pool that should run it
     max_batch: int = 64  # images per nvJPEG call
 
@@ -77,12 +77,6 @@ class NvJpegCodec(Codec):
 
     def bits(self, data: bytes) -> int:
         return 8 * len(data)  # a JPEG file is all payload and its own header
-
-    def encode(self, image: np.ndarray, level: int) -> bytes:
-        return self.encode_batch([image], level)[0]
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return self.decode_batch([data])[0]
 
     def encode_batch(self, images: Sequence[np.ndarray], level: int) -> list[bytes]:
         level = self.validate_level(level)

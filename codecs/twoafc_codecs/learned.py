@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Codec, CodecError, check_rgb_image
+from .base import BatchedCodec, CodecError, check_rgb_image
 from .registry import register
 
 WEIGHTS_ENV = "TWOAFC_CODEC_WEIGHTS"
@@ -336,7 +336,7 @@ def _unpack(data: bytes) -> tuple[_Header, list[bytes]]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompressAICodec(Codec):
+class CompressAICodec(BatchedCodec):
     """One CompressAI zoo architecture; ``quality`` picks the zoo checkpoint."""
 
     arch: str
@@ -382,12 +382,6 @@ class CompressAICodec(Codec):
     def bits(self, data: bytes) -> int:
         """The entropy-coded length: 8 x the total length of compress()'s strings."""
         return 8 * sum(self._parse(data)[0].lengths)
-
-    def encode(self, image: np.ndarray, level: int) -> bytes:
-        return self.encode_batch([image], level)[0]
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return self.decode_batch([data])[0]
 
     def encode_batch(self, images: Sequence[np.ndarray], level: int) -> list[bytes]:
         """Encode images at one level; same-size images share one network call."""
