@@ -88,14 +88,24 @@ class Error(Schema):
 ERRORS = {400: Error, 403: Error, 404: Error, 409: Error, 410: Error, 422: Error}
 
 
+# What the trial list shows; loading whole stimulus rows would cost more than the query.
+SESSION_TRIAL_FIELDS = (
+    "index", "kind", "triplet_id", "p1_on_left", "sentinel_side", "session_id",
+    "triplet__patch__image", "triplet__p0__image", "triplet__p0__bpp",
+    "triplet__p1__image", "triplet__p1__bpp", "vote__id",
+)  # fmt: skip
+
+
 def _session(token: uuid.UUID) -> RaterSession:
     return get_object_or_404(RaterSession.objects.select_related("study"), token=token)
 
 
 def _session_out(session: RaterSession) -> dict:
-    trials = session.trials.select_related(
-        "triplet__patch", "triplet__p0", "triplet__p1", "vote"
-    ).order_by("index")
+    trials = (
+        session.trials.select_related("triplet__patch", "triplet__p0", "triplet__p1", "vote")
+        .only(*SESSION_TRIAL_FIELDS)
+        .order_by("index")
+    )
     rows = [
         {
             "index": trial.index,

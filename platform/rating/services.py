@@ -416,6 +416,8 @@ def finish_session(session: RaterSession) -> Completion:
 
 def close_if_complete(study: Study) -> bool:
     """A study whose every triplet has its regular votes closes to new raters."""
+    if study.triplets.filter(assigned__lt=study.votes_per_triplet).exists():
+        return False  # trials still to hand out: the cheap, common answer
     regular_votes = Q(trials__kind=Trial.Kind.REGULAR, trials__vote__isnull=False)
     short = (
         study.triplets.annotate(votes=Count("trials", filter=regular_votes))
