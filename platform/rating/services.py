@@ -29,12 +29,6 @@ from .models import RaterSession, Trial, Vote
 
 # A tab that was heard from this recently holds its session against other tabs.
 ACTIVE_TAB_WINDOW = timedelta(seconds=90)
-# What the vote path reads: compiling and loading whole rows costs more than the query.
-VOTE_PATH_FIELDS = (
-    "triplet_id", "p1_on_left", "released",
-    "session__finished_at", "session__active_tab", "session__last_seen_at",
-    "session__study__duplicate_policy", "session__study__display_mode",
-)  # fmt: skip
 # How stale a session's last_seen_at may get before a vote refreshes it (well under
 # the tab window and the lease, so neither notices).
 HEARTBEAT = timedelta(seconds=15)
@@ -248,20 +242,32 @@ def _insert_vote_fast(
         row = cursor.fetchone()
         if row is None:
             return None
-        if _heartbeat_due(token, tab_id, now):
-            # Touches the row only when it is stale or another tab took over.
-            cursor.execute(
-                f"UPDATE {session_table} SET last_seen_at = %s, active_tab = %s "
-                f"WHERE token = %s AND %s <> '' AND (last_seen_at < %s OR active_tab <> %s)",
-                [when.get_db_prep_value(now, connection), tab_id[:64],
-                 RaterSession._meta.get_field("token").get_db_prep_value(token, connection), tab_id[:64],
-                 when.get_db_prep_value(now - HEARTBEAT, connection), tab_id[:64]],
-            )  # fmt: skip
+    _touch_session(token, tab_id, now)
     vote_id, chose_p1, late, mode = row
     return Vote(
         pk=vote_id, client_id=client_id, side=side, chose_p1=bool(chose_p1), rt_ms=max(0.0, float(rt_ms)),
         display_mode=mode, late=bool(late), created_at=now,
     )  # fmt: skip
+
+
+def _touch_session(token: uuid.UUID, tab_id: str, now: datetime) -> None:
+    """Heartbeat: note the session (and which tab) is alive, at most every HEARTBEAT per process.
+
+    The UPDATE touches the row only when it is stale or another tab took over.
+    """
+    if not _heartbeat_due(token, tab_id, now):
+        return
+    when = RaterSession._meta.get_field("last_seen_at")
+    token_value = RaterSession._meta.get_field("token").get_db_prep_value(token, connection)
+    tab = tab_id[:64]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {RaterSession._meta.db_table} "
+            f"SET last_seen_at = %s, active_tab = CASE WHEN %s = '' THEN active_tab ELSE %s END "
+            f"WHERE token = %s AND (last_seen_at < %s OR (%s <> '' AND active_tab <> %s))",
+            [when.get_db_prep_value(now, connection), tab, tab, token_value,
+             when.get_db_prep_value(now - HEARTBEAT, connection), tab, tab],
+        )  # fmt: skip
 
 
 def record_vote(
@@ -287,39 +293,19 @@ def record_vote(
     fast = _insert_vote_fast(token, index, triplet_id, side, client_id, rt_ms, display_mode, tab_id)
     if fast is not None:
         return RecordedVote(fast, created=True)
-    try:
-        trial = (
-            Trial.objects.select_related("session__study")
-            .only(*VOTE_PATH_FIELDS)
-            .get(session__token=token, index=index)
-        )
-    except Trial.DoesNotExist:
-        trial = None
-    if trial is None:
-        session = RaterSession.objects.filter(token=token).select_related("study").first()
-        if session is None:
-            raise RatingError("No such session.", 404, "no-session")
-        if session.is_finished:
-            return _replay_or_refuse(
-                session,
-                client_id,
-                index,
-                "This session has ended; no more votes are taken.",
-                "ended",
-            )
-        raise RatingError(
-            "That triplet is not assigned to this session at that index.", 403, "not-assigned"
-        )
-    session, study = trial.session, trial.session.study
+    session = RaterSession.objects.select_related("study").filter(token=token).first()
+    if session is None:
+        raise RatingError("No such session.", 404, "no-session")
     if session.is_finished:
-        return _replay_or_refuse(
-            session, client_id, index, "This session has ended; no more votes are taken.", "ended"
-        )
+        ended = "This session has ended; no more votes are taken."
+        return _replay_or_refuse(session, client_id, index, ended, "ended")
+    study = session.study
     if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(
         session, tab_id
     ):
         raise RatingError("This session continues in another tab.", 409, "other-tab")
-    if trial.triplet_id != triplet_id:
+    trial = session.trials.filter(index=index).only("triplet_id", "p1_on_left", "released").first()
+    if trial is None or trial.triplet_id != triplet_id:
         raise RatingError(
             "That triplet is not assigned to this session at that index.", 403, "not-assigned"
         )
@@ -341,17 +327,8 @@ def record_vote(
         return _replay_or_refuse(
             session, client_id, index, "This trial has already been answered.", "answered"
         )
-    _heartbeat(session, tab_id)
+    _touch_session(token, tab_id, timezone.now())
     return RecordedVote(vote, created=True)
-
-
-def _heartbeat(session: RaterSession, tab_id: str) -> None:
-    """Note that the session (and which tab) is alive; written at most every HEARTBEAT."""
-    tab = tab_id[:64] or session.active_tab
-    if tab != session.active_tab or timezone.now() - session.last_seen_at > HEARTBEAT:
-        RaterSession.objects.filter(pk=session.pk).update(
-            last_seen_at=timezone.now(), active_tab=tab
-        )
 
 
 def _replay_or_refuse(

@@ -217,3 +217,13 @@ def test_mturk_preview_shows_an_example_and_starts_nothing(client, ready_study):
     assert page.context["preview"] is True
     assert page.context["example"]["reference"].endswith(".png")
     assert not RaterSession.objects.exists()
+
+
+def test_votes_keep_the_session_alive_even_without_a_tab_id(ready_study):
+    session = arrive(ready_study, "no-tab", tab="")
+    stale = timezone.now() - timedelta(minutes=29)
+    RaterSession.objects.filter(pk=session.pk).update(last_seen_at=stale)
+    answer(session, session.trials.get(index=2), tab="")
+    session.refresh_from_db()
+    assert session.last_seen_at > stale + timedelta(minutes=28)
+    assert assignment.release_expired_trials(ready_study) == 0
