@@ -59,7 +59,6 @@ import os
 import platform
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -510,17 +509,11 @@ def configure_environment(data_dir: Path, postgres: bool) -> None:
 
 
 def start_worker(log_path: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "celery", "-A", "twoafc", "worker", "-Q", "cpu,gpu", "-c", "2",
-        "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-    ]  # fmt: skip
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=open(log_path, "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, to kill the pool if it hangs
+    from twoafc import processes
+
+    # INFO: wait_until_ready watches the log for the worker's "ready." line.
+    return processes.start(
+        processes.worker_command(loglevel="INFO"), env=dict(os.environ), stdout=open(log_path, "w")
     )
 
 
@@ -535,16 +528,10 @@ def wait_until_ready(worker: subprocess.Popen, log_path: Path, timeout_s: float 
     return time.perf_counter() - started
 
 
-def stop_worker(worker: subprocess.Popen, timeout_s: float = 30) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks, then exit
-        try:
-            worker.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-    if worker.stdout:
-        worker.stdout.close()
+def stop_worker(worker: subprocess.Popen) -> None:
+    from twoafc import processes
+
+    processes.stop(worker)  # warm shutdown first: running tasks finish
 
 
 def tail(path: Path, chars: int = 3000) -> str:

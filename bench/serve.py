@@ -197,9 +197,10 @@ def free_port() -> int:
 
 
 def child_env(settings_module: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in SOURCE_ROOTS)
-    env["DJANGO_SETTINGS_MODULE"] = settings_module
+    from twoafc.processes import child_env as app_env
+
+    env = app_env(DJANGO_SETTINGS_MODULE=settings_module)
+    env["PYTHONPATH"] += os.pathsep + str(BENCH)  # the ceiling app lives in bench/
     return env
 
 
@@ -238,8 +239,7 @@ def start_gunicorn(args, settings_module: str) -> tuple[subprocess.Popen, str]:
 
 
 def stop(process: subprocess.Popen | None) -> None:
-    """Terminate, then kill if needed: the demo's helper (Django is set up by then)."""
-    from twoafc.demo import stop as stop_process
+    from twoafc.processes import stop as stop_process
 
     stop_process(process)
 

@@ -19,6 +19,8 @@ from django.contrib.auth import get_user_model
 from studies import services, tasks
 from studies.models import Condition, GenerationJob, Study
 
+from . import processes
+
 DEMO_SLUG = "demo"
 DEMO_PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "camera",
@@ -29,7 +31,6 @@ ADMIN_USER = "admin"
 # Bots cast this many votes in all; the rest of the study's 1,440 trials stay open for
 # whoever tries the rater page.
 BOT_VOTES = 1200
-SOURCE_ROOTS = [str(settings.BASE_DIR / "platform"), str(settings.BASE_DIR / "codecs")]
 
 
 def admin_password() -> str:
@@ -73,27 +74,9 @@ def bot_sessions_needed(study: Study) -> int:
     return max(0, -(-missing // study.trials_per_session))
 
 
-def worker_command(concurrency: int = 2) -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "--quiet", "-A", "twoafc", "worker",
-        "-Q", "cpu,gpu", "-c", str(concurrency), "--loglevel", "WARNING", "--without-heartbeat",
-    ]  # fmt: skip
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(SOURCE_ROOTS + [env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
-    env.setdefault("DJANGO_SETTINGS_MODULE", "twoafc.settings")
-    return env
-
-
 def start_worker() -> subprocess.Popen:
     # The worker's chatter goes to stderr: stdout ends with the demo's JSON line.
-    return subprocess.Popen(
-        worker_command(), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr
-    )
+    return processes.start(processes.worker_command(), stdout=sys.stderr)
 
 
 def generate(study: Study, worker: subprocess.Popen, timeout_s: float = 900) -> GenerationJob:
@@ -115,17 +98,6 @@ def generate(study: Study, worker: subprocess.Popen, timeout_s: float = 900) -> 
         time.sleep(0.5)
 
 
-def stop(process: subprocess.Popen | None, timeout_s: float = 20) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def export_dir() -> Path:
     return Path(settings.DATA_DIR) / "exports" / f"{DEMO_SLUG}-bapps"
 
@@ -140,14 +112,5 @@ def fresh_export(study: Study) -> Path:
     return out
 
 
-def serve_command(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "gunicorn", "twoafc.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", "2", "--threads", "4", "--log-level", "warning",
-    ]  # fmt: skip
-
-
 def start_server(port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        serve_command(port), env=child_env(), cwd=settings.BASE_DIR, stdout=sys.stderr
-    )
+    return processes.start(processes.serve_command(port), stdout=sys.stderr)

@@ -7,7 +7,6 @@ without them, the embedded default: an SQLite file and kombu's filesystem broker
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from django.db import connection
 from studies import services, tasks
 from studies.models import Encoding, GenerationJob, Stimulus
 from tests.conftest import make_study
+from twoafc import processes
 from twoafc.celery import app
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -50,37 +50,23 @@ class Workers:
         self.log = open(log_path, "w+")
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, **env) -> subprocess.Popen:
-        roots = [str(settings.BASE_DIR / "platform"), str(settings.BASE_DIR / "codecs")]
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "TWOAFC_DATA_DIR": str(settings.DATA_DIR),
-            "TWOAFC_BROKER_DIR": str(settings.BROKER_DIR),
-            "PYTHONPATH": os.pathsep.join(roots),
-            **env,
-        }
-        command = [
-            sys.executable, "-m", "celery", "-A", "twoafc", "worker", "-Q", "cpu,gpu", "-c", "2",
-            "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ]  # fmt: skip
-        process = subprocess.Popen(
-            command, env=env, cwd=settings.BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    def start(self, **env: str) -> subprocess.Popen:
+        process = processes.start(
+            processes.worker_command(loglevel="INFO"),
+            env=processes.child_env(
+                DATABASE_URL=database_url(),
+                TWOAFC_DATA_DIR=str(settings.DATA_DIR),
+                TWOAFC_BROKER_DIR=str(settings.BROKER_DIR),
+                **env,
+            ),
+            stdout=self.log,
+        )
         self.processes.append(process)
         return process
 
     def stop_all(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            processes.stop(process)
         self.log.seek(0)
         print(self.log.read()[-4000:])
 

@@ -66,26 +66,35 @@ def test_an_unknown_codec_is_a_clear_error():
         condition.clean()
 
 
+def change_form_data(admin_client, study, conditions: list[dict]) -> dict:
+    """The study's change form as the admin renders it, with ``conditions`` as new inline rows."""
+    form = (
+        admin_client.get(reverse("admin:studies_study_change", args=[study.pk]))
+        .context["adminform"]
+        .form
+    )
+    data = {name: form[name].value() for name in form.fields if name != "upload_images"}
+    data = {name: "" if value is None else value for name, value in data.items()}
+    data.update({"conditions-TOTAL_FORMS": str(len(conditions)), "conditions-INITIAL_FORMS": "0",
+                 "sources-TOTAL_FORMS": "0", "sources-INITIAL_FORMS": "0"})  # fmt: skip
+    for number, fields in enumerate(conditions):
+        data.update({f"conditions-{number}-{name}": value for name, value in fields.items()})
+    return data
+
+
 def test_admin_upload_then_generate_shows_progress(
     admin_client, study, eager_celery, django_capture_on_commit_callbacks
 ):
     url = reverse("admin:studies_study_change", args=[study.pk])
-    form = admin_client.get(url).context["adminform"].form
-    data = {name: form[name].value() for name in form.fields if name != "upload_images"}
-    data = {name: "" if value is None else value for name, value in data.items()}
-    data.update({
-        "conditions-TOTAL_FORMS": "2", "conditions-INITIAL_FORMS": "0",
-        "conditions-0-codec": "jpeg", "conditions-0-level": "20",
-        "conditions-1-codec": "webp", "conditions-1-level": "60",
-        "sources-TOTAL_FORMS": "0", "sources-INITIAL_FORMS": "0",
-        "upload_images": [io.BytesIO(photo_png("chelsea")), io.BytesIO(b"not an image")],
-    })  # fmt: skip
+    data = change_form_data(
+        admin_client, study, [{"codec": "jpeg", "level": "20"}, {"codec": "webp", "level": "60"}]
+    )
+    data["upload_images"] = [io.BytesIO(photo_png("chelsea")), io.BytesIO(b"not an image")]
     data["upload_images"][0].name, data["upload_images"][1].name = "chelsea.png", "junk.png"
     response = admin_client.post(url, data, follow=True)
     assert response.status_code == 200
-    assert (
-        "junk.png: not an image" in response.content.decode().lower()
-    )  # the refused file is named
+    # The refused file is named.
+    assert "junk.png: not an image" in response.content.decode().lower()
     assert [s.name for s in study.sources.all()] == ["chelsea.png"]
     assert study.conditions.count() == 2
 
@@ -114,16 +123,11 @@ def test_generate_without_conditions_explains_why(admin_client, study):
 
 def test_admin_configures_codecs_at_target_bitrates(admin_client, study):
     url = reverse("admin:studies_study_change", args=[study.pk])
-    form = admin_client.get(url).context["adminform"].form
-    data = {name: form[name].value() for name in form.fields if name != "upload_images"}
-    data = {name: "" if value is None else value for name, value in data.items()}
-    data.update({
-        "conditions-TOTAL_FORMS": "3", "conditions-INITIAL_FORMS": "0",
-        "conditions-0-codec": "avif", "conditions-0-target_bpp": "0.4",
-        "conditions-1-codec": "heic", "conditions-1-target_bpp": "0.4",
-        "conditions-2-codec": "jpegxl", "conditions-2-level": "40", "conditions-2-target_bpp": "0.4",
-        "sources-TOTAL_FORMS": "0", "sources-INITIAL_FORMS": "0",
-    })  # fmt: skip
+    data = change_form_data(admin_client, study, [
+        {"codec": "avif", "target_bpp": "0.4"},
+        {"codec": "heic", "target_bpp": "0.4"},
+        {"codec": "jpegxl", "level": "40", "target_bpp": "0.4"},
+    ])  # fmt: skip
     response = admin_client.post(url, data)
     assert response.status_code == 200  # the form comes back: one condition is wrong
     assert "either a level or a target bpp" in response.content.decode()

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from analytics.services import fit_dpl
 from rating.simulation import local_server, simulate_raters
 from studies.services import study_counts
-from twoafc import demo
+from twoafc import demo, processes
 
 
 class Command(BaseCommand):
@@ -56,8 +56,8 @@ class Command(BaseCommand):
             )
             self._wait(server, worker)
         finally:
-            demo.stop(server)
-            demo.stop(worker)
+            processes.stop(server)
+            processes.stop(worker)
 
     @staticmethod
     def _wait(server, worker) -> None:
