@@ -13,10 +13,11 @@ can include or exclude any rater by hand (``RaterSession.quality_override``).
 """
 
 import statistics
+from dataclasses import dataclass
 
 from django.db.models import Q
 
-from rating.models import RaterSession, Trial, Vote
+from rating.models import RaterSession, Trial
 from studies.models import Study
 
 MIN_TRIALS = {
@@ -28,27 +29,43 @@ MIN_TRIALS = {
 }
 
 
-def measure(session: RaterSession) -> dict:
-    votes = list(
-        Vote.objects.filter(trial__session=session)
-        .exclude(trial__kind=Trial.Kind.PRACTICE)
-        .select_related("trial")
-    )
-    sentinels = [v for v in votes if v.trial.kind == Trial.Kind.SENTINEL]
-    chose_p1 = {v.trial_id: v.chose_p1 for v in votes if v.trial.kind == Trial.Kind.REGULAR}
-    repeats = [
-        v for v in votes if v.trial.kind == Trial.Kind.REPEAT and v.trial.repeat_of_id in chose_p1
-    ]
-    rts = [v.rt_ms for v in votes]
-    left = sum(v.side == "left" for v in votes)
-    study = session.study
+@dataclass(frozen=True)
+class AnsweredTrial:
+    """One trial of a session as the measures see it; ``side`` is None while unanswered."""
+
+    pk: int
+    kind: str
+    sentinel_side: str
+    repeat_of_id: int | None
+    side: str | None
+    chose_p1: bool | None
+    rt_ms: float | None
+
+
+def session_trials(session: RaterSession) -> list[AnsweredTrial]:
+    """Every trial of the session with its vote, if any, in one query."""
+    fields = ("pk", "kind", "sentinel_side", "repeat_of_id", "vote__side", "vote__chose_p1",
+              "vote__rt_ms")  # fmt: skip
+    return [AnsweredTrial(*row) for row in session.trials.values_list(*fields)]
+
+
+def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
+    """The quality measures over the answered, non-practice trials."""
+    votes = [t for t in trials if t.side is not None and t.kind != Trial.Kind.PRACTICE]
+    sentinels = [t for t in votes if t.kind == Trial.Kind.SENTINEL]
+    chose_p1 = {t.pk: t.chose_p1 for t in votes if t.kind == Trial.Kind.REGULAR}
+    repeats = [t for t in votes if t.kind == Trial.Kind.REPEAT and t.repeat_of_id in chose_p1]
+    rts = [t.rt_ms for t in votes]
+    left = sum(t.side == "left" for t in votes)
     return {
         "votes": len(votes),
         "sentinels": len(sentinels),
-        "sentinel_accuracy": _share(sum(v.correct for v in sentinels), len(sentinels)),
+        "sentinel_accuracy": _share(
+            sum(t.side == t.sentinel_side for t in sentinels), len(sentinels)
+        ),
         "repeats": len(repeats),
         "repeat_agreement": _share(
-            sum(v.chose_p1 == chose_p1[v.trial.repeat_of_id] for v in repeats), len(repeats)
+            sum(t.chose_p1 == chose_p1[t.repeat_of_id] for t in repeats), len(repeats)
         ),
         "median_rt_ms": statistics.median(rts) if rts else None,
         "fast_share": _share(sum(rt < study.qc_fast_rt_ms for rt in rts), len(rts)),
@@ -87,14 +104,19 @@ def flags_for(study: Study, quality: dict) -> dict[str, str]:
     return reasons
 
 
+def quality_fields(study: Study, trials: list[AnsweredTrial]) -> dict:
+    """The RaterSession fields that hold its measures and flags."""
+    quality = measure(study, trials)
+    reasons = flags_for(study, quality)
+    return {"quality": {**quality, "reasons": reasons}, "flags": sorted(reasons),
+            "flagged": bool(reasons)}  # fmt: skip
+
+
 def refresh_quality(session: RaterSession) -> dict[str, str]:
     """Recompute a session's measures and flags and store them; returns the flags' reasons."""
-    quality = measure(session)
-    reasons = flags_for(session.study, quality)
-    RaterSession.objects.filter(pk=session.pk).update(
-        quality={**quality, "reasons": reasons}, flags=sorted(reasons), flagged=bool(reasons)
-    )
-    return reasons
+    fields = quality_fields(session.study, session_trials(session))
+    RaterSession.objects.filter(pk=session.pk).update(**fields)
+    return fields["quality"]["reasons"]
 
 
 def refresh_study(study: Study) -> int:

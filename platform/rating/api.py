@@ -6,6 +6,7 @@ Every error answers ``{"detail": "...", "reason": "..."}`` with a 4xx status;
 
 import uuid
 
+from django.core.files.storage import default_storage
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
@@ -88,9 +89,9 @@ class Error(Schema):
 ERRORS = {400: Error, 403: Error, 404: Error, 409: Error, 410: Error, 422: Error}
 
 
-# What the trial list shows; loading whole stimulus rows would cost more than the query.
+# What the trial list shows, read as plain values: model instances would cost more than the query.
 SESSION_TRIAL_FIELDS = (
-    "index", "kind", "triplet_id", "p1_on_left", "sentinel_side", "session_id",
+    "index", "kind", "triplet_id", "p1_on_left", "sentinel_side",
     "triplet__patch__image", "triplet__p0__image", "triplet__p0__bpp",
     "triplet__p1__image", "triplet__p1__bpp", "vote__id",
 )  # fmt: skip
@@ -101,23 +102,24 @@ def _session(token: uuid.UUID) -> RaterSession:
 
 
 def _session_out(session: RaterSession) -> dict:
-    trials = (
-        session.trials.select_related("triplet__patch", "triplet__p0", "triplet__p1", "vote")
-        .only(*SESSION_TRIAL_FIELDS)
-        .order_by("index")
-    )
-    rows = [
-        {
+    url = default_storage.url
+    rows = []
+    for trial in session.trials.order_by("index").values_list(*SESSION_TRIAL_FIELDS, named=True):
+        images = {"ref": trial.triplet__patch__image, "p0": trial.triplet__p0__image,
+                  "p1": trial.triplet__p1__image}  # fmt: skip
+        left, right = Trial.shown(
+            trial.kind, trial.p1_on_left, trial.sentinel_side,
+            trial.triplet__p0__bpp, trial.triplet__p1__bpp,
+        )  # fmt: skip
+        rows.append({
             "index": trial.index,
             "practice": trial.kind == Trial.Kind.PRACTICE,
             "triplet": trial.triplet_id,
-            "reference": trial.triplet.patch.image.url,
-            "left": trial.image_on("left").url,
-            "right": trial.image_on("right").url,
-            "answered": hasattr(trial, "vote"),
-        }
-        for trial in trials
-    ]
+            "reference": url(trial.triplet__patch__image),
+            "left": url(images[left]),
+            "right": url(images[right]),
+            "answered": trial.vote__id is not None,
+        })  # fmt: skip
     study = session.study
     return {
         "session": session.token,

@@ -51,19 +51,40 @@ def claim_triplets(study: Study, count: int, exclude) -> list[Triplet]:
             break
         picked = _spread(candidates, want, avoid_patches={t.patch_id for t in chosen})
         tried.update(pk for pk, _, _ in candidates if pk in picked)
-        locked = Triplet.objects.filter(pk__in=picked, assigned__lt=needed)
-        if connection.features.has_select_for_update_skip_locked:
-            # NO KEY UPDATE: new trials' foreign-key checks (KEY SHARE) on these rows,
-            # from other raters' sessions, must not wait on us, or starts deadlock.
-            locked = locked.select_for_update(skip_locked=True, no_key=True)
-        chosen += list(locked)
+        chosen += _count_out(picked, needed)
         if len(chosen) >= count:
             break
-    for triplet in chosen:
-        # Which side p1 goes on alternates over the raters of a triplet: balanced left/right.
-        triplet.p1_on_left = (triplet.assigned + triplet.pk) % 2 == 1
-    Triplet.objects.filter(pk__in=[t.pk for t in chosen]).update(assigned=F("assigned") + 1)
     return chosen
+
+
+def _count_out(picked: list[int], needed: int) -> list[Triplet]:
+    """Add one to ``assigned`` of the picked triplets that still have room, in one statement.
+
+    On PostgreSQL the rows are locked with NO KEY UPDATE, skipping rows another rater
+    holds: new trials' foreign-key checks (KEY SHARE) on these rows, from other raters'
+    sessions, must not wait on us, or starts deadlock. SQLite serialises writers.
+    """
+    if not picked:
+        return []
+    table = connection.ops.quote_name(Triplet._meta.db_table)
+    marks = ", ".join(["%s"] * len(picked))
+    rows = f"SELECT id FROM {table} WHERE id IN ({marks}) AND assigned < %s"
+    if connection.features.has_select_for_update_skip_locked:
+        rows += " FOR NO KEY UPDATE SKIP LOCKED"
+    sql = (
+        f"UPDATE {table} SET assigned = assigned + 1 WHERE id IN ({rows}) "
+        "RETURNING id, patch_id, assigned"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*picked, needed])
+        taken = cursor.fetchall()
+    triplets = []
+    for pk, patch_id, assigned in taken:
+        triplet = Triplet(pk=pk, patch_id=patch_id, assigned=assigned)
+        # Which side p1 goes on alternates over the raters of a triplet: balanced left/right.
+        triplet.p1_on_left = (assigned - 1 + pk) % 2 == 1
+        triplets.append(triplet)
+    return triplets
 
 
 def _spread(
@@ -133,10 +154,26 @@ def _practice_triplets(study: Study, exclude: set[int], rng: random.Random) -> l
     """A few triplets to practise on, preferably ones this session does not rate for real."""
     if not study.practice_trials:
         return []
-    ids = list(study.triplets.values_list("pk", flat=True)[:2000])
+    ids = _practice_pool(study)
     pool = [pk for pk in ids if pk not in exclude] or ids
     chosen = rng.sample(pool, min(study.practice_trials, len(pool)))
-    return list(Triplet.objects.filter(pk__in=chosen))
+    return [Triplet(pk=pk) for pk in chosen]
+
+
+# Per study, the triplets practice trials are drawn from, read once per process: a
+# ready study's triplets do not change, so every session start would repeat the query.
+# Keyed by creation time too: a test database may hand a new study an old study's pk.
+_practice_pools: dict[tuple[int, object], list[int]] = {}
+PRACTICE_POOL_SIZE = 2000
+
+
+def _practice_pool(study: Study) -> list[int]:
+    key = (study.pk, study.created_at)
+    pool = _practice_pools.get(key)
+    if not pool:
+        pool = list(study.triplets.values_list("pk", flat=True)[:PRACTICE_POOL_SIZE])
+        _practice_pools[key] = pool
+    return pool
 
 
 # When this process last swept each study for expired leases. Leases run for minutes,

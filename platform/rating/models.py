@@ -117,21 +117,28 @@ class Trial(models.Model):
             ),
         ]
 
+    @staticmethod
+    def shown(
+        kind: str, p1_on_left: bool, sentinel_side: str, p0_bpp: float, p1_bpp: float
+    ) -> tuple[str, str]:
+        """Which of "ref", "p0", "p1" a trial shows on the left and on the right.
+
+        Sentinels show the reference on ``sentinel_side`` and the triplet's lower-rate
+        stimulus on the other side; every other trial shows p0 and p1 in its order.
+        """
+        if kind == Trial.Kind.SENTINEL:
+            other = "p0" if p0_bpp <= p1_bpp else "p1"
+            return ("ref", other) if sentinel_side == "left" else (other, "ref")
+        return ("p1", "p0") if p1_on_left else ("p0", "p1")
+
     def image_on(self, side: str):
         """The image field shown on ``side``."""
-        if self.kind == self.Kind.SENTINEL:
-            if side == self.sentinel_side:
-                return self.triplet.patch.image
-            return self.lower_rate_stimulus().image
-        return self.stimulus_on(side).image
-
-    def stimulus_on(self, side: str):
-        shows_p1 = self.p1_on_left if side == "left" else not self.p1_on_left
-        return self.triplet.p1 if shows_p1 else self.triplet.p0
-
-    def lower_rate_stimulus(self):
-        p0, p1 = self.triplet.p0, self.triplet.p1
-        return p0 if p0.bpp <= p1.bpp else p1
+        triplet = self.triplet
+        shown = self.shown(
+            self.kind, self.p1_on_left, self.sentinel_side, triplet.p0.bpp, triplet.p1.bpp
+        )
+        which = shown[0] if side == "left" else shown[1]
+        return {"ref": triplet.patch, "p0": triplet.p0, "p1": triplet.p1}[which].image
 
 
 class Vote(models.Model):

@@ -363,19 +363,22 @@ class Completion:
 
 def finish_session(session: RaterSession) -> Completion:
     """Close a session once every trial has its vote, and say how the rater is paid."""
-    from quality.services import refresh_quality
+    from quality.services import quality_fields, session_trials
 
-    missing = session.trials.filter(vote__isnull=True).count()
+    trials = session_trials(session)
+    missing = sum(trial.side is None for trial in trials)
     if missing:
         raise RatingError(f"{missing} trial(s) still have no vote.", 409, "missing-votes")
     if not session.is_finished:
-        refresh_quality(session)
-        session.refresh_from_db()
-        screened_out = "sentinel_accuracy" in session.flags
-        RaterSession.objects.filter(pk=session.pk, finished_at__isnull=True).update(
-            finished_at=timezone.now(), screened_out=screened_out
+        fields = quality_fields(session.study, trials)
+        screened_out = "sentinel_accuracy" in fields["flags"]
+        closed = RaterSession.objects.filter(pk=session.pk, finished_at__isnull=True).update(
+            finished_at=timezone.now(), screened_out=screened_out, **fields
         )
-        session.refresh_from_db()
+        if closed:
+            session.screened_out = screened_out
+        else:  # a concurrent finish of the same session got there first
+            session.refresh_from_db()
         close_if_complete(session.study)
     study = session.study
     code = study.screened_out_code if session.screened_out else study.completion_code
