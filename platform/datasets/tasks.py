@@ -10,8 +10,9 @@ def build_snapshot(self, snapshot_id: int) -> None:
     try:
         services.build_snapshot(snapshot_id)
     except Exception as error:
-        if isinstance(error, OSError) and self.request.retries < self.max_retries:
-            raise  # transient (storage): autoretry rebuilds from the same cutoff
+        transient = isinstance(error, OSError) and not isinstance(error, FileNotFoundError)
+        if transient and self.request.retries < self.max_retries:
+            raise  # storage hiccup: autoretry rebuilds from the same cutoff
         services.fail_snapshot(snapshot_id, f"{type(error).__name__}: {error}")
 
 
