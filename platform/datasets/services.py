@@ -8,6 +8,7 @@ cutoff, so to the same bytes apart from timestamps it never writes).
 """
 
 import hmac
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from rating.models import Vote
+from rating.selectors import rater_set
 from studies.models import Study
 
 from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
@@ -35,15 +37,19 @@ def last_vote_id(study: Study) -> int:
 def export_bapps(study: Study, out_dir: str | Path) -> dict:
     """Write the dataset files of a study's votes so far into ``out_dir`` (new or empty).
 
-    Nothing is recorded: this is a snapshot's content without the snapshot. The
-    files are written to a temporary folder and moved, so a failure leaves nothing.
+    Nothing is recorded: this is a snapshot's content without the snapshot, plus
+    ``export.json`` with the counts and which raters were counted. The files are
+    written to a temporary folder and moved, so a failure leaves nothing.
     """
     frozen = Frozen(study=study, name=f"{study.slug}-export", cutoff=last_vote_id(study),
                     salt=new_salt(), created_at=timezone.now())  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="twoafc-export-") as tmp:
         info = write_files(frozen, DirSink(Path(tmp)))
         copy_out(info["files"], lambda path: open(Path(tmp) / path, "rb"), Path(out_dir))
-    return {key: value for key, value in info.items() if key != "files"}
+    summary = {key: value for key, value in info.items() if key != "files"}
+    summary.update(rater_set(study))
+    (Path(out_dir) / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def can_freeze(user) -> bool:

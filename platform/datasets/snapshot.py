@@ -242,7 +242,7 @@ def write_snapshot(
         "splits": bapps["splits"],
         "category": frozen.study.slug,
         "human_ceiling": None if np.isnan(ceiling) else round(ceiling, 4),
-        "raters": votes["raters"],
+        "rater_counts": votes["raters"],
     }
     build.put_bytes("DATASET.md", dataset_card(frozen, info).encode())
     manifest = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(build.files, key=_path_key))
@@ -407,7 +407,7 @@ def dataset_card(frozen: Frozen, info: dict) -> str:
     versions = sorted(
         set(Stimulus.objects.filter(condition__study=study).values_list("codec", "codec_version"))
     )
-    raters = info["raters"]
+    raters = info["rater_counts"]
     splits = ", ".join(f"{split} {n}" for split, n in sorted(info["splits"].items())) or "none"
     ceiling = info["human_ceiling"]
     qc = "left out" if study.exclude_flagged_raters else "kept"
