@@ -1,113 +1,206 @@
-"""Export a study in the BAPPS layout that LPIPS's own loader reads, plus one CSV row per vote.
+"""Snapshots: freeze a study's votes, build the files (a Celery task), unpack, and who may read.
 
-Layout (REFERENCE.md §2): ``<dir>/<split>/<category>/{ref,p0,p1}/<id>.png`` and
-``judge/<id>.npy`` holding one float, the fraction of votes for p1. Ids are
-zero-padded so every folder sorts the same way; the loader pairs files by
-sorted order. Splits are by source image, so no reference is in both.
+``freeze`` records ``<study>-v<N>`` with the last vote id so far and hands the
+build to the workers once committed; ``build_snapshot`` is idempotent (a done
+snapshot is left alone, a failed or interrupted one is rebuilt from the same
+cutoff, so to the same bytes apart from timestamps it never writes).
+``export_bapps`` writes the same files straight into a local folder.
 """
 
-import csv
+import hmac
 import json
-import os
-import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
 
-from rating.models import Trial, pseudonym
-from rating.selectors import rater_set, study_votes, voted_triplets
+from rating.models import Vote
+from rating.selectors import rater_set
 from studies.models import Study
 
-VOTE_COLUMNS = [
-    "observer", "session", "reference_id", "condition_1", "condition_2", "selection",
-    "rt_ms", "trial_index", "is_sentinel", "is_repeat", "timestamp", "display_mode",
-    "triplet", "side", "p0_codec", "p0_level", "p0_bpp", "p1_codec", "p1_level", "p1_bpp",
-]  # fmt: skip
+from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
+from .snapshot import VOTE_COLUMNS, DirSink, Frozen, StorageSink, WrittenFile, copy_out
+from .snapshot import write_snapshot as write_files
+
+__all__ = ["VOTE_COLUMNS", "export_bapps", "freeze", "build_snapshot", "fail_snapshot"]
 
 
-def source_split(source_ids: list[int], val_fraction: float = 0.25) -> dict[int, str]:
-    """Spread sources over train and val by id: every k-th goes to val, at least one of two or more."""
-    ordered = sorted(set(source_ids))
-    if len(ordered) < 2:
-        return {sid: "train" for sid in ordered}
-    n_val = max(1, round(len(ordered) * val_fraction))
-    val = set(ordered[:: max(1, len(ordered) // n_val)][:n_val])
-    return {sid: ("val" if sid in val else "train") for sid in ordered}
+def last_vote_id(study: Study) -> int:
+    return Vote.objects.filter(trial__session__study=study).aggregate(m=Max("pk"))["m"] or 0
 
 
 def export_bapps(study: Study, out_dir: str | Path) -> dict:
-    """Write the export into ``out_dir`` (which must not exist or be empty); returns counts.
+    """Write the dataset files of a study's votes so far into ``out_dir`` (new or empty).
 
-    Everything is written into a temporary folder beside it and renamed at the
-    end, so a failure leaves nothing half-written.
+    Nothing is recorded: this is a snapshot's content without the snapshot, plus
+    ``export.json`` with the counts and which raters were counted. The files are
+    written to a temporary folder and moved, so a failure leaves nothing.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
-    try:
-        counts = _write_export(study, staging)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return counts
+    frozen = Frozen(study=study, name=f"{study.slug}-export", cutoff=last_vote_id(study),
+                    salt=new_salt(), created_at=timezone.now())  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="twoafc-export-") as tmp:
+        info = write_files(frozen, DirSink(Path(tmp)))
+        copy_out(info["files"], lambda path: open(Path(tmp) / path, "rb"), Path(out_dir))
+    summary = {key: value for key, value in info.items() if key != "files"}
+    summary.update(rater_set(study))
+    (Path(out_dir) / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
-def _write_export(study: Study, root: Path) -> dict:
-    triplets = list(voted_triplets(study))
-    splits = source_split([t.patch.source_id for t in triplets])
-    category = study.slug
-    counters = {"train": 0, "val": 0}
-    for triplet in triplets:
-        split = splits[triplet.patch.source_id]
-        stem = f"{counters[split]:06d}"
-        counters[split] += 1
-        folder = root / split / category
-        for name, field in (
-            ("ref", triplet.patch.image),
-            ("p0", triplet.p0.image),
-            ("p1", triplet.p1.image),
-        ):
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            with field.open("rb") as src, open(folder / name / f"{stem}.png", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        (folder / "judge").mkdir(exist_ok=True)
-        judge = triplet.n_p1 / (triplet.n_p0 + triplet.n_p1)
-        np.save(folder / "judge" / f"{stem}.npy", np.array([judge], dtype=np.float32))
-    votes = write_votes_csv(study, root / "votes.csv")
-    info = {
-        "study": study.slug,
-        "triplets": len(triplets),
-        "votes": votes,
-        "splits": {split: n for split, n in counters.items() if n},
-        "category": category,
-        **rater_set(study),
-    }
-    (root / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+def can_freeze(user) -> bool:
+    return user.is_active and (user.is_staff or user.has_perm("datasets.add_snapshot"))
 
 
-def write_votes_csv(study: Study, path: Path) -> int:
-    """One row per vote; raters appear only as pseudonyms."""
-    rows = 0
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(VOTE_COLUMNS)
-        for vote in study_votes(study).iterator(chunk_size=2000):
-            trial = vote.trial
-            triplet = trial.triplet
-            p0, p1 = triplet.p0, triplet.p1
-            writer.writerow([
-                pseudonym(trial.session.rater_hash), trial.session.token, triplet.patch_id,
-                f"{p0.codec}@{p0.level}", f"{p1.codec}@{p1.level}", 2 if vote.chose_p1 else 1,
-                round(vote.rt_ms, 1), trial.index, int(trial.kind == Trial.Kind.SENTINEL),
-                int(trial.kind == Trial.Kind.REPEAT), vote.created_at.isoformat(), vote.display_mode,
-                triplet.pk, vote.side, p0.codec, p0.level, f"{p0.bpp:.5f}", p1.codec, p1.level, f"{p1.bpp:.5f}",
-            ])  # fmt: skip
-            rows += 1
-    return rows
+def freeze(
+    study: Study,
+    *,
+    user=None,
+    license: str = "",
+    citation: str = "",
+    enqueue: Callable[[int], None] | None = None,
+) -> Snapshot:
+    """Record the next snapshot of ``study`` and enqueue its build after the commit."""
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                Study.objects.select_for_update().filter(pk=study.pk).first()
+                number = (study.snapshots.aggregate(m=Max("number"))["m"] or 0) + 1
+                snapshot = Snapshot.objects.create(
+                    study=study, number=number, name=f"{study.slug}-v{number}",
+                    vote_cutoff=last_vote_id(study), license=license, citation=citation,
+                    created_by=user if user is not None and user.is_authenticated else None,
+                )  # fmt: skip
+                if enqueue is not None:
+                    transaction.on_commit(lambda pk=snapshot.pk: enqueue(pk))
+            return snapshot
+        except IntegrityError:
+            continue  # a concurrent freeze took the number; take the next
+    raise IntegrityError(f"could not number a new snapshot of {study.slug}")
+
+
+def build_snapshot(snapshot_id: int) -> Snapshot:
+    """Write the snapshot's files into storage and record them; a built one is left alone."""
+    snapshot = Snapshot.objects.select_related("study").get(pk=snapshot_id)
+    if snapshot.is_ready:
+        return snapshot
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        status=Snapshot.Status.RUNNING, error="", done=0, total=0
+    )
+    frozen = Frozen(study=snapshot.study, name=snapshot.name, cutoff=snapshot.vote_cutoff,
+                    salt=snapshot.salt, created_at=snapshot.created_at,
+                    license=snapshot.license, citation=snapshot.citation)  # fmt: skip
+
+    def report(done: int, total: int) -> None:
+        Snapshot.objects.filter(pk=snapshot.pk).update(done=done, total=total)
+
+    info = write_files(frozen, StorageSink(snapshot.storage_prefix), report)
+    files: list[WrittenFile] = info["files"]
+    with transaction.atomic():
+        snapshot.files.all().delete()
+        SnapshotFile.objects.bulk_create(
+            [SnapshotFile(snapshot=snapshot, path=f.path, size=f.size, sha256=f.sha256)
+             for f in files],
+            batch_size=2000,
+        )  # fmt: skip
+        Snapshot.objects.filter(pk=snapshot.pk).update(
+            status=Snapshot.Status.DONE, content_hash=info["content_hash"],
+            files_count=len(files), bytes_total=sum(f.size for f in files),
+            votes=info["votes"], triplets=info["triplets"], done=len(files), total=len(files),
+            finished_at=timezone.now(),
+        )  # fmt: skip
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def fail_snapshot(snapshot_id: int, message: str) -> None:
+    Snapshot.objects.filter(pk=snapshot_id).exclude(status=Snapshot.Status.DONE).update(
+        status=Snapshot.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+def open_file(snapshot: Snapshot, path: str):
+    return default_storage.open(snapshot.storage_prefix + path, "rb")
+
+
+def unpack(snapshot: Snapshot, out_dir: str | Path) -> None:
+    """Copy a built snapshot's files from storage into the new folder ``out_dir``."""
+    files = [WrittenFile(f.path, f.size, f.sha256) for f in snapshot.files.all()]
+    copy_out(files, lambda path: open_file(snapshot, path), Path(out_dir))
+
+
+# --- who may read ---------------------------------------------------------------------
+
+
+def user_for_token(raw: str) -> tuple[object, ApiToken] | None:
+    """The active user behind a raw API token, and the token row; None if unknown or revoked."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=hash_token(raw), revoked=False, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user, token
+
+
+def readable_snapshots(user) -> QuerySet[Snapshot]:
+    """Snapshots ``user`` may list: all for staff, else public ones and their own."""
+    snapshots = Snapshot.objects.select_related("study")
+    if user is not None and user.is_authenticated and user.is_staff:
+        return snapshots
+    visible = Q(access=Snapshot.Access.PUBLIC)
+    if user is not None and user.is_authenticated:
+        visible |= Q(created_by=user)
+    return snapshots.filter(visible)
+
+
+def readable_studies(user) -> QuerySet[Study]:
+    """Studies ``user`` may see: all for staff and researchers who may freeze, else those with a
+    snapshot they can read."""
+    if user is not None and user.is_authenticated and can_freeze(user):
+        return Study.objects.all()
+    return Study.objects.filter(snapshots__in=readable_snapshots(user)).distinct()
+
+
+def access_via(snapshot: Snapshot, user, key: str = "", token: ApiToken | None = None) -> str:
+    """How ``user`` (or a link ``key``) may read ``snapshot``: a DownloadLog.Via value.
+
+    Raises PermissionDenied when it may not; callers answer 404 then, so a wrong link
+    token and a private snapshot look the same as one that does not exist.
+    """
+    authenticated = user is not None and user.is_authenticated
+    if authenticated and (user.is_staff or snapshot.created_by_id == user.pk):
+        return DownloadLog.Via.TOKEN if token else DownloadLog.Via.USER
+    if snapshot.access == Snapshot.Access.PUBLIC:
+        return DownloadLog.Via.PUBLIC
+    if (
+        snapshot.access == Snapshot.Access.LINK
+        and key
+        and hmac.compare_digest(key, snapshot.link_token)
+    ):
+        return DownloadLog.Via.LINK
+    raise PermissionDenied
+
+
+def describe(snapshot: Snapshot, *, with_files: bool = False) -> dict:
+    """A snapshot as JSON: its state, counts, hash and (optionally) every file's size and sha256."""
+    data = {
+        "name": snapshot.name, "study": snapshot.study.slug, "number": snapshot.number,
+        "status": snapshot.status, "progress": snapshot.progress, "error": snapshot.error,
+        "access": snapshot.access, "created_at": snapshot.created_at.isoformat(),
+        "content_hash": snapshot.content_hash, "files": snapshot.files_count,
+        "bytes": snapshot.bytes_total, "votes": snapshot.votes, "triplets": snapshot.triplets,
+        "license": snapshot.license, "citation": snapshot.citation,
+    }  # fmt: skip
+    if with_files:
+        data["file_list"] = [
+            {"path": path, "size": size, "sha256": sha}
+            for path, size, sha in snapshot.files.values_list("path", "size", "sha256")
+        ]
+    return data

@@ -1,38 +1,122 @@
-"""Staff download page: the BAPPS export of a study as a zip, streamed from disk."""
+"""Researcher pages: a study's snapshots with a Freeze button, a snapshot's files and downloads.
 
-import shutil
-import tempfile
-from pathlib import Path
+Readers are the logged-in user, or the owner of an ``Authorization: Bearer`` API
+token; a link-shared snapshot also opens with ``?key=<link token>``. Whatever a
+reader may not see answers 404, as if it did not exist.
+"""
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import FileResponse
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from rating.selectors import voted_triplets
 from studies.models import Study
 
-from .services import export_bapps
+from . import services, tasks
+from .downloads import Reader, archive_response, file_response
+from .models import Snapshot
 
 
-@staff_member_required
+def reader_of(request) -> tuple[object, object]:
+    """The user and API token behind a request: a Bearer token, else the session's user."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        found = services.user_for_token(header.removeprefix("Bearer ").strip())
+        if found is None:
+            raise Http404
+        return found
+    return request.user, None
+
+
+def readable(request, name: str) -> tuple[Snapshot, Reader]:
+    snapshot = get_object_or_404(Snapshot.objects.select_related("study"), name=name)
+    user, token = reader_of(request)
+    try:
+        via = services.access_via(snapshot, user, request.GET.get("key", ""), token)
+    except PermissionDenied:
+        raise Http404 from None
+    return snapshot, Reader(via=via, user=user, token=token)
+
+
+def index(request):
+    user, _ = reader_of(request)
+    return render(
+        request, "datasets/index.html", {"snapshots": services.readable_snapshots(user)[:200]}
+    )
+
+
+@login_required
 def download_page(request, slug: str):
+    """A study's snapshots, and the Freeze button (staff and researchers who may freeze)."""
+    if not services.can_freeze(request.user):
+        raise Http404
     study = get_object_or_404(Study, slug=slug)
     return render(
         request,
         "datasets/download.html",
-        {"study": study, "voted_triplets": voted_triplets(study).count()},
+        {"study": study, "snapshots": study.snapshots.all(), "access": Snapshot.Access.choices},
     )
 
 
-@staff_member_required
-def download_zip(request, slug: str):
+@login_required
+@require_POST
+def freeze_view(request, slug: str):
+    if not services.can_freeze(request.user):
+        raise Http404
     study = get_object_or_404(Study, slug=slug)
-    workdir = Path(tempfile.mkdtemp(prefix="twoafc-download-"))
-    try:
-        export_bapps(study, workdir / study.slug)
-        archive = shutil.make_archive(str(workdir / study.slug), "zip", workdir, study.slug)
-        # The open handle keeps the file readable after the folder is removed (POSIX).
-        handle = open(archive, "rb")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return FileResponse(handle, as_attachment=True, filename=f"{study.slug}-bapps.zip")
+    snapshot = services.freeze(
+        study,
+        user=request.user,
+        license=request.POST.get("license", "").strip()[:200],
+        citation=request.POST.get("citation", "").strip(),
+        enqueue=tasks.enqueue_build,
+    )
+    messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
+    return redirect(snapshot)
+
+
+def snapshot_page(request, name: str):
+    snapshot, reader = readable(request, name)
+    manage = reader.via in ("user", "token")
+    if request.method == "POST":
+        if not manage:
+            raise Http404
+        access = request.POST.get("access", "")
+        if access not in Snapshot.Access.values:
+            return HttpResponseBadRequest(
+                f"access must be one of {', '.join(Snapshot.Access.values)}"
+            )
+        Snapshot.objects.filter(pk=snapshot.pk).update(access=access)
+        return redirect(snapshot)
+    return render(request, "datasets/snapshot.html", {**_page(snapshot, request), "manage": manage})
+
+
+def _page(snapshot: Snapshot, request) -> dict:
+    key = request.GET.get("key", "")
+    return {
+        "snapshot": snapshot,
+        "files": snapshot.files.all()[:500] if snapshot.is_ready else [],
+        "query": f"?key={key}" if key else "",
+        "access": Snapshot.Access.choices,
+    }
+
+
+def files_json(request, name: str):
+    snapshot, _ = readable(request, name)
+    return JsonResponse(services.describe(snapshot, with_files=True))
+
+
+def archive(request, name: str):
+    snapshot, reader = readable(request, name)
+    if not snapshot.is_ready:
+        raise Http404
+    return archive_response(request, snapshot, reader)
+
+
+def single_file(request, name: str, path: str):
+    snapshot, reader = readable(request, name)
+    record = get_object_or_404(snapshot.files, path=path)
+    record.snapshot = snapshot
+    return file_response(request, record, reader)

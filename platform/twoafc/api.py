@@ -3,11 +3,13 @@
 from django.core.exceptions import ValidationError
 from ninja import NinjaAPI
 
+from datasets.api import router as datasets_router
 from rating.api import router as rating_router
 from rating.services import RatingError
 
 api = NinjaAPI(title="twoafc", version="1", urls_namespace="api")
 api.add_router("/", rating_router)
+api.add_router("/datasets", datasets_router)
 
 
 @api.exception_handler(RatingError)

@@ -3,48 +3,15 @@
 import csv
 import io
 import json
-import uuid
-import zipfile
-from pathlib import Path
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
-from PIL import Image
 
 from datasets.services import VOTE_COLUMNS, export_bapps
-from rating import services as rating
 from rating.models import Vote
+from tests.datasets.conftest import load_like_lpips
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def voted_study(ready_study):
-    """Three raters (ids a real market would send) answer every trial: p1 whenever it is on the left."""
-    for participant in ("PROLIFIC-AAA", "PROLIFIC-BBB", "PROLIFIC-CCC"):
-        session = rating.start_session(ready_study, rating.Arrival(participant_id=participant))
-        for trial in session.trials.all():
-            side = "left" if trial.p1_on_left else "right"
-            rating.record_vote(
-            session.token, index=trial.index, triplet_id=trial.triplet_id, side=side,
-                               client_id=uuid.uuid4(), rt_ms=500)  # fmt: skip
-    return ready_study
-
-
-def load_like_lpips(root: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
-    """What LPIPS's TwoAFCDataset does: sorted files per folder, paired by position."""
-    folders = {name: sorted((root / name).iterdir()) for name in ("ref", "p0", "p1", "judge")}
-    assert len({len(files) for files in folders.values()}) == 1
-    rows = []
-    for ref, p0, p1, judge in zip(*folders.values(), strict=False):
-        assert ref.name == p0.name == p1.name and judge.stem == ref.stem
-        value = np.load(judge).reshape((1, 1, 1))
-        rows.append(
-            tuple(np.asarray(Image.open(f).convert("RGB")) for f in (ref, p0, p1))
-            + (float(value[0, 0, 0]),)
-        )
-    return rows
 
 
 def test_export_has_the_bapps_layout_with_judges_from_the_votes(voted_study, tmp_path):
@@ -99,16 +66,3 @@ def test_the_command_prints_json_and_names_bad_input(voted_study, tmp_path, caps
     assert json.loads(capsys.readouterr().out)["triplets"] == 18
     with pytest.raises(CommandError, match="no study with slug 'nope'"):
         call_command("export_bapps", "nope", str(tmp_path / "x"))
-
-
-def test_download_is_staff_only_and_serves_the_zip(client, admin_client, voted_study):
-    url = f"/studies/{voted_study.slug}/download/bapps.zip"
-    assert client.get(url).status_code == 302  # to the login page
-    page = admin_client.get(f"/studies/{voted_study.slug}/download/")
-    assert "18 triplets with votes" in page.content.decode()
-    response = admin_client.get(url)
-    assert response["Content-Disposition"].startswith("attachment")
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    names = archive.namelist()
-    assert f"{voted_study.slug}/votes.csv" in names
-    assert sum(n.endswith(".npy") for n in names) == 18

@@ -1,0 +1,42 @@
+"""Fixtures for dataset tests: a study with votes, and LPIPS's way of reading the BAPPS layout."""
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rating import services as rating
+
+
+def vote_all(study, participants, *, chose_p1=True):
+    """Each participant starts a session and answers every trial: p1 (or p0) every time."""
+    for participant in participants:
+        session = rating.start_session(study, rating.Arrival(participant_id=participant))
+        for trial in session.trials.all():
+            side = "left" if trial.p1_on_left == chose_p1 else "right"
+            rating.record_vote(session.token, index=trial.index, triplet_id=trial.triplet_id,
+                               side=side, client_id=uuid.uuid4(), rt_ms=500)  # fmt: skip
+
+
+@pytest.fixture
+def voted_study(ready_study):
+    """Three raters (ids a real market would send) answer every trial, always choosing p1."""
+    vote_all(ready_study, ("PROLIFIC-AAA", "PROLIFIC-BBB", "PROLIFIC-CCC"))
+    return ready_study
+
+
+def load_like_lpips(root: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """What LPIPS's TwoAFCDataset does: sorted files per folder, paired by position."""
+    folders = {name: sorted((root / name).iterdir()) for name in ("ref", "p0", "p1", "judge")}
+    assert len({len(files) for files in folders.values()}) == 1
+    rows = []
+    for ref, p0, p1, judge in zip(*folders.values(), strict=False):
+        assert ref.name == p0.name == p1.name and judge.stem == ref.stem
+        value = np.load(judge).reshape((1, 1, 1))
+        rows.append(
+            tuple(np.asarray(Image.open(f).convert("RGB")) for f in (ref, p0, p1))
+            + (float(value[0, 0, 0]),)
+        )
+    return rows
