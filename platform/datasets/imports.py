@@ -28,7 +28,8 @@ share, outside the analytics.
 
 CLIC (REFERENCE.md §2): rows ``O,A,B,T`` of file names under an image folder, an optional
 ``O,A,B,T`` header; T=0 means people preferred A. Each row is one vote on the triplet
-(ref O, p0 A, p1 B): identical rows add votes to one triplet.
+(ref O, p0 A, p1 B). Identical triplets (the same three images), in either format, are one
+triplet with the votes added up.
 
 All or nothing: every file is read and checked first (image readable, under the pixel limit,
 same size as the rest of its triplet; judges one float in [0, 1]; counts and ids matching;
@@ -129,11 +130,13 @@ class _Plan:
     votes: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     jnd: list[_Jnd] = field(default_factory=list)
 
-    def add_votes(self, images: dict[str, str], labels: dict[str, str], n_p0: int, n_p1: int):
-        """Votes on the triplet ``images`` (ref, p0, p1 digests), once their sizes agree."""
-        ref, p0, p1 = images["ref"], images["p0"], images["p1"]
-        _same_size(self.images, images, labels)
-        counts = self.votes.setdefault((ref, p0, p1), [0, 0])
+    def add_votes(self, digests: dict[str, str], labels: dict[str, str], n_p0: int, n_p1: int):
+        """Votes on the triplet of ``digests`` (ref, p0, p1), once their sizes agree.
+
+        A triplet met again (same three images) gets the votes added to its own.
+        """
+        _same_size(self.images, digests, labels)
+        counts = self.votes.setdefault((digests["ref"], digests["p0"], digests["p1"]), [0, 0])
         counts[0] += n_p0
         counts[1] += n_p1
 
@@ -255,6 +258,8 @@ def import_bapps(
         plan = _Plan(images)
         for folder in categories:
             _read_category(plan, root, folder, votes_per_triplet)
+        if not plan.votes and not plan.jnd:
+            raise ImportRejected(f"{root}: its category folders hold no files")
         found = sorted({f"{c.parent.name}/{c.name}" for c in categories})
         policy = (
             f"{votes_per_triplet} per triplet"
@@ -450,8 +455,6 @@ def _clic_file(images_dir: Path, file_name: str, label: str) -> Path:
 
 def _write(plan: _Plan, slug: str, name: str, description: str) -> dict:
     """Store the staged images and write every row in one transaction, or nothing."""
-    if not plan.votes and not plan.jnd:
-        raise ImportRejected(f"{description.split(':')[0]}: no triplets or pairs in it")
     stored: dict[str, str] = {}
     try:
         with transaction.atomic():

@@ -31,6 +31,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def voted_study(db, django_capture_on_commit_callbacks):
+    return make_voted_study(django_capture_on_commit_callbacks)
+
+
+def make_voted_study(django_capture_on_commit_callbacks) -> Study:
     """2 photos × 2 patches × 3 pairs = 12 triplets, 3 votes each from 3 raters choosing at random,
     so judges are 0, 1/3, 2/3 or 1."""
     study = make_study(patches_per_image=2, votes_per_triplet=3, trials_per_session=12)
@@ -184,6 +188,17 @@ def test_split_option_imports_only_those_splits(tmp_path):
     root = write_bapps(tmp_path / "bapps")
     counts = import_bapps(root, "train-only", splits=["train"])
     assert counts["triplets"] == 3 and counts["jnd_pairs"] == 0
+    # One level deeper, like LPIPS's dataset/2afc/train/<category>: found all the same.
+    counts = import_bapps(tmp_path, "from-above", splits=["val"])
+    assert counts["triplets"] == 0 and counts["jnd_pairs"] == 2
+
+
+def test_a_folder_of_empty_categories_is_refused(tmp_path, settings):
+    for kind in ("ref", "p0", "p1", "judge"):
+        (tmp_path / "bapps" / "val" / "empty" / kind).mkdir(parents=True)
+    with pytest.raises(ImportRejected, match="category folders hold no files"):
+        import_bapps(tmp_path / "bapps", "empty")
+    assert_nothing_imported(settings)
 
 
 def _remove(path: Path) -> None:
