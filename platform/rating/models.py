@@ -26,6 +26,7 @@ class RaterSession(models.Model):
         ANONYMOUS = "anonymous", "Anonymous link"
         PROLIFIC = "prolific", "Prolific"
         MTURK = "mturk", "Amazon Mechanical Turk"
+        IMPORTED = "imported", "Imported votes (a pseudo rater of datasets.imports)"
 
     class QualityOverride(models.TextChoices):
         AUTO = "auto", "Follow the flags"

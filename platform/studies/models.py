@@ -37,6 +37,10 @@ class Study(models.Model):
         REFUSE = "refuse", "Refuse a second tab or attempt"
         JOIN = "join", "Join it to the same session"
 
+    class Origin(models.TextChoices):
+        COLLECTED = "collected", "Collected here: generated stimuli, votes from raters"
+        IMPORTED = "imported", "Imported from a dataset: never generated or rated"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True, blank=True)
     description = models.TextField(blank=True)
@@ -104,6 +108,7 @@ class Study(models.Model):
     )
     seed = models.PositiveIntegerField(default=0, help_text="Seeds patch positions.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.COLLECTED)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -157,8 +162,15 @@ class SourceImage(models.Model):
         return self.name
 
 
+IMPORTED_CODEC = "imported"
+
+
 class Condition(models.Model):
     """One codec at one setting of its quality knob, or at a target bitrate.
+
+    An imported study (``Study.Origin.IMPORTED``) has conditions ``imported@k``
+    instead: ``k`` numbers the distinct distorted images of one reference, since
+    the codec that made them is unknown.
 
     With ``target_bpp`` set, each source is encoded at the knob setting whose
     whole-image bitrate is nearest the target (bisection on the knob), so codecs
@@ -200,7 +212,16 @@ class Condition(models.Model):
         return self.target_bpp is not None
 
     def validate(self) -> None:
-        """Raise CodecError for an unknown codec, a level out of range or a bad target."""
+        """Raise CodecError for an unknown codec, a level out of range or a bad target.
+
+        An imported study's conditions only label where its stimuli came from
+        (``IMPORTED_CODEC``): they are refused, so such a study is never generated.
+        """
+        if self.study_id is not None and self.study.origin == Study.Origin.IMPORTED:
+            raise twoafc_codecs.CodecError(
+                f"{self}: study {self.study.slug!r} was imported; its stimuli came with the data "
+                "and are never generated"
+            )
         if (self.level is None) == (self.target_bpp is None):
             raise twoafc_codecs.CodecError(
                 f"{self.codec}: give either a level or a target bpp, not both"
@@ -335,3 +356,26 @@ class GenerationJob(models.Model):
     @property
     def progress(self) -> str:
         return f"{self.done}/{self.total}"
+
+
+class JndPair(models.Model):
+    """A pair from an imported BAPPS JND folder (``p0/``, ``p1/``, ``same/``).
+
+    JND pairs have no reference, so they are not triplets and analytics ignore
+    them; they are kept with the share of people who saw the two as the same.
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="jnd_pairs")
+    split = models.CharField(max_length=40)
+    category = models.CharField(max_length=80)
+    name = models.CharField(max_length=200, help_text="The pair's file stem in the folder.")
+    p0 = models.ImageField(upload_to="imports/")
+    p1 = models.ImageField(upload_to="imports/")
+    same = models.FloatField(help_text="Share of people who answered 'same'.")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "JND pair"
+
+    def __str__(self) -> str:
+        return f"{self.split}/{self.category}/{self.name}"
