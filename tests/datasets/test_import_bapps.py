@@ -16,7 +16,7 @@ from PIL import Image
 from analytics import fitting, metrics
 from analytics.services import load_triplets, score_metrics
 from datasets import imports
-from datasets.imports import ImportRejected, import_bapps, vote_counts
+from datasets.imports import ImportRejected, import_bapps, import_clic, vote_counts
 from datasets.services import export_bapps
 from rating import services as rating
 from rating.models import RaterSession, Trial, Vote
@@ -327,3 +327,14 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     import_bapps(root, "taken")
     with pytest.raises(CommandError, match="'taken' exists already"):
         call_command("import_bapps", str(root), "--slug", "taken")
+
+
+def test_a_frozen_snapshot_imports_back_through_its_bapps_and_clic_files(voted_study, tmp_path):
+    """The round trip researchers do: freeze a snapshot, unpack it, import it as new studies."""
+    call_command("snapshot", voted_study.slug, "--out", str(tmp_path / "snap"))
+    import_bapps(tmp_path / "snap", "from-bapps", votes_per_triplet=3)
+    import_clic(tmp_path / "snap" / "clic.csv", tmp_path / "snap", "from-clic")
+    for slug in ("from-bapps", "from-clic"):
+        copy = Study.objects.get(slug=slug)
+        assert judged(copy) == judged(voted_study)
+        assert psnr_2afc(copy) == psnr_2afc(voted_study)
