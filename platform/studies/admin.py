@@ -33,6 +33,20 @@ class ConditionInline(admin.TabularInline):
     form = ConditionForm
     extra = 2
 
+    # An imported study's conditions only label where its stimuli came from.
+    def has_add_permission(self, request, obj=None):
+        return not _imported(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not _imported(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not _imported(obj) and super().has_delete_permission(request, obj)
+
+
+def _imported(study: Study | None) -> bool:
+    return study is not None and study.origin == Study.Origin.IMPORTED
+
 
 class SourceImageInline(admin.TabularInline):
     model = SourceImage
@@ -72,15 +86,47 @@ class StudyForm(forms.ModelForm):
 class StudyAdmin(admin.ModelAdmin):
     form = StudyForm
     list_display = ["name", "slug", "status", "generation_progress", "rater_link", "results_link"]
-    readonly_fields = ["status", "generation_progress", "rater_link", "results_link"]
+    list_filter = ["status", "origin"]
+    readonly_fields = ["status", "origin", "generation_progress", "rater_link", "results_link"]
     inlines = [ConditionInline, SourceImageInline]
     fieldsets = [
-        (None, {"fields": ["name", "slug", "description", "status"]}),
+        (None, {"fields": ["name", "slug", "description", "status", "origin"]}),
         (
             "Stimuli",
             {"fields": ["patch_size", "patches_per_image", "crop_size", "seed", "upload_images"]},
         ),
-        ("Rating", {"fields": ["votes_per_triplet", "trials_per_session", "completion_code"]}),
+        (
+            "Triplet design and assignment",
+            {
+                "fields": [
+                    "votes_per_triplet",
+                    "trials_per_session",
+                    "practice_trials",
+                    "break_every",
+                    "sentinel_rate",
+                    "repeat_rate",
+                    "lease_minutes",
+                    "duplicate_policy",
+                ]
+            },
+        ),  # fmt: skip
+        ("Display", {"fields": ["display_mode", "flicker_hz", "zoom"]}),
+        ("Rater texts", {"fields": ["consent_text", "instructions_text", "debrief_text"]}),
+        ("Recruiting (Prolific, MTurk)", {"fields": ["completion_code", "screened_out_code"]}),
+        (
+            "Quality control",
+            {
+                "fields": [
+                    "qc_min_sentinel_accuracy",
+                    "qc_min_repeat_agreement",
+                    "qc_min_median_rt_ms",
+                    "qc_fast_rt_ms",
+                    "qc_max_fast_share",
+                    "qc_max_side_share",
+                    "exclude_flagged_raters",
+                ]
+            },
+        ),  # fmt: skip
         ("Progress", {"fields": ["generation_progress", "rater_link", "results_link"]}),
     ]
     change_form_template = "admin/studies/study/change_form.html"

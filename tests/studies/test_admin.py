@@ -137,3 +137,33 @@ def test_admin_configures_codecs_at_target_bitrates(admin_client, study):
     assert sorted(study.conditions.values_list("codec", "target_bpp")) == [
         ("avif", 0.4), ("heic", 0.4), ("jpegxl", 0.4),
     ]  # fmt: skip
+
+
+def test_admin_sets_the_design_display_recruiting_and_quality_settings(admin_client, study):
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = change_form_data(admin_client, study, [])
+    data.update({
+        "practice_trials": "4", "break_every": "25", "sentinel_rate": "0.025",
+        "repeat_rate": "0.05", "lease_minutes": "30", "duplicate_policy": "join",
+        "display_mode": "flicker", "flicker_hz": "4", "zoom": "3",
+        "consent_text": "You agree to take part.", "screened_out_code": "SCREENED1",
+        "qc_min_sentinel_accuracy": "0.9", "exclude_flagged_raters": "on",
+    })  # fmt: skip
+    assert admin_client.post(url, data).status_code == 302
+    study.refresh_from_db()
+    assert (study.practice_trials, study.break_every, study.sentinel_rate) == (4, 25, 0.025)
+    assert (study.repeat_rate, study.lease_minutes, study.duplicate_policy) == (0.05, 30, "join")
+    assert (study.display_mode, study.flicker_hz, study.zoom) == ("flicker", 4.0, 3)
+    assert study.consent_text == "You agree to take part."
+    assert study.screened_out_code == "SCREENED1"
+    assert study.qc_min_sentinel_accuracy == 0.9 and study.exclude_flagged_raters
+
+
+def test_an_imported_study_shows_its_conditions_read_only(admin_client, study):
+    Condition.objects.create(study=study, codec="jpeg", level=50)
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    assert 'name="conditions-0-codec"' in admin_client.get(url).content.decode()
+    Study.objects.filter(pk=study.pk).update(origin=Study.Origin.IMPORTED)
+    page = admin_client.get(url).content.decode()
+    assert 'name="conditions-0-codec"' not in page and "conditions-__prefix__" not in page
+    assert "jpeg" in page
