@@ -364,10 +364,13 @@ def matched_preferences(
         "votes": votes,
         "win_rate": win_rate,
         "pairs": pairs,
-        "targets": {
-            t: {codec: tally.as_dict() for codec, tally in sorted(by_codec.items())}
+        "by_target": [
+            {
+                "target_bpp": t,
+                "win_rate": {codec: tally.as_dict() for codec, tally in sorted(by_codec.items())},
+            }
             for t, by_codec in sorted(per_target.items())
-        },
+        ],
     }
 
 
@@ -393,7 +396,8 @@ def rankings(matched: dict, names: list[str]) -> dict:
 
 
 def target_rankings(curves: dict[str, list[dict]], matched: dict, names: list[str]) -> list[dict]:
-    """At each target bitrate, codecs ranked by mean metric, and people's win-rate there."""
+    """At each target bitrate, codecs ranked by each metric's mean and by people's win-rate
+    on the matched triplets whose sides share that target (counts in ``matched["by_target"]``)."""
     at: dict[float, dict[str, dict]] = defaultdict(dict)
     for codec, points in curves.items():
         for point in points:
@@ -403,7 +407,9 @@ def target_rankings(curves: dict[str, list[dict]], matched: dict, names: list[st
     for target, points in sorted(at.items()):
         if len(points) < 2:
             continue
-        people = matched["targets"].get(target, {})
+        people = next(
+            (t["win_rate"] for t in matched["by_target"] if t["target_bpp"] == target), {}
+        )
         ranking = {
             name: _ranked({c: p[name] for c, p in points.items()}, METRICS[name][1])
             for name in names
@@ -413,7 +419,6 @@ def target_rankings(curves: dict[str, list[dict]], matched: dict, names: list[st
             "target_bpp": target,
             "bpp": {c: p["bpp"] for c, p in sorted(points.items())},
             "ranking": ranking,
-            "people": people,
         })  # fmt: skip
     return out
 
@@ -431,7 +436,14 @@ def rd_curves(
     with_dpl: bool = True,
 ) -> dict:
     """Rate–distortion points, mean curves, and people's and metrics' win-rates at matched
-    bitrate for ``study`` (see the module docstring). Raises ValueError if nothing is encoded."""
+    bitrate for ``study`` (see the module docstring). Raises ValueError if nothing is encoded.
+
+    Keys: ``metrics`` (those computed), ``labels``, ``higher_is_better``, ``unavailable``
+    (metric: reason), ``dpl`` (which model), ``images`` (one row per encoding), ``curves``
+    (codec: points by rising bpp), ``matched`` (rule, raters, ``win_rate`` per codec,
+    ``pairs``, ``by_target``), ``ranking`` (people and each metric: codecs best first),
+    ``pair_agreement`` (metric: codec pairs it orders as people do) and ``targets``.
+    """
     if not _encodings(study).exists():
         raise ValueError(f"study {study.slug!r} has no encodings yet (press Generate)")
     if tolerance <= 0:

@@ -186,6 +186,16 @@ def test_win_rates_count_the_votes_of_matched_cross_codec_triplets(voted):
             assert w["rate"] == wins[codec] / votes[codec]
             low, high = w["interval"]
             assert 0 <= low <= w["rate"] <= high <= 1
+        (target,) = matched["by_target"]
+        at_target = Vote.objects.filter(
+            trial__kind=Trial.Kind.REGULAR,
+            trial__triplet__p0__target_bpp=TARGET_BPP,
+            trial__triplet__p1__target_bpp=TARGET_BPP,
+        )
+        if not include_flagged:
+            at_target = at_target.filter(trial__session__flagged=False)
+        assert target["target_bpp"] == TARGET_BPP
+        assert target["win_rate"]["webp"]["votes"] == at_target.count() == 4 * (1 + include_flagged)
         (pair,) = matched["pairs"]
         assert (pair["a"], pair["b"]) == ("jpeg", "webp")
         assert pair["wins"] == wins["jpeg"] and pair["votes"] == votes["webp"]
@@ -298,9 +308,12 @@ def test_without_votes_there_is_no_win_rate_figure(study):
 
 def test_rd_curves_command(voted, capsys):
     study, _ = voted
-    call_command("rd_curves", study.slug, "--json", "--no-dpl")
+    call_command("rd_curves", study.slug, "--json", "--no-dpl", "--include-flagged")
     result = json.loads(capsys.readouterr().out)
     assert result["study"] == study.slug and set(result["curves"]) == {"jpeg", "webp"}
+    assert result["matched"]["raters"] == "all" and result["unavailable"] == {
+        "dpl": "not asked for"
+    }
     call_command("rd_curves", study.slug, "--no-dpl")
     text = capsys.readouterr().out
     assert "jpeg@20" in text and "ranking by people: webp > jpeg" in text
