@@ -177,12 +177,12 @@ def _patch_pairs(encoding: Encoding) -> tuple[np.ndarray, np.ndarray]:
     return refs, dists
 
 
-def _measure(refs: np.ndarray, dists: np.ndarray, with_dpl: dpl.DPL | None) -> dict:
+def _measure(refs: np.ndarray, dists: np.ndarray, model: dpl.DPL | None) -> dict:
     psnr = _finite_mean(-metrics.psnr_distance(refs, dists))
     msssim, window = _msssim(refs, dists)
     out = {"psnr": psnr, "msssim": msssim, "msssim_window": window}
-    if with_dpl is not None:
-        out["dpl"] = _dpl(with_dpl, refs, dists)
+    if model is not None:
+        out["dpl"] = _dpl(model, refs, dists)
     return out
 
 
@@ -538,15 +538,20 @@ def _win_rate_figure(result: dict, win_rate: dict, colors: dict) -> tuple[str, s
     rates = [win_rate[c]["rate"] for c in codecs]
     low, high = zip(*(win_rate[c]["interval"] for c in codecs), strict=True)
     errors = [np.subtract(rates, low), np.subtract(high, rates)]
-    axes.barh(y, rates, xerr=errors, color=[colors[c] for c in codecs], alpha=0.7, label="people")
+    axes.barh(
+        y, rates, height=0.7, xerr=errors, color=[colors[c] for c in codecs], alpha=0.6,
+        label="people (bars)",
+    )  # fmt: skip
     markers = "Dsv^"
-    for i, name in enumerate(result["metrics"]):
+    names = result["metrics"]
+    for i, name in enumerate(names):
         shares = [win_rate[c]["metric_rate"][name] for c in codecs]
-        shown = [(s, yy) for s, yy in zip(shares, y, strict=True) if s is not None]
+        offset = 0.15 * (i - (len(names) - 1) / 2)  # side by side where they coincide
+        shown = [(s, yy + offset) for s, yy in zip(shares, y, strict=True) if s is not None]
         if shown:
             axes.scatter(
                 *zip(*shown, strict=True), marker=markers[i % len(markers)], color="black",
-                zorder=3, label=result["labels"][name],
+                zorder=3, clip_on=False, label=result["labels"][name],
             )  # fmt: skip
     axes.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     axes.set_yticks(y, [f"{c} (n={win_rate[c]['votes']})" for c in codecs])
