@@ -24,8 +24,8 @@ without any backbone it is left out and ``unavailable["dpl"]`` says why.
 **People at matched bitrate.** Counted votes (``rating.selectors.voted_triplets``: regular
 trials of the raters the study counts, or ``include_flagged``) on triplets whose two sides
 come from different codecs at matched bitrates: ``|log2(bpp0 / bpp1)| <= tolerance`` (default
-0.25, a ratio under 1.19), with bpp that of each side's whole encode. Two codecs hitting the
-same target within the ±5% rate tolerance are always matched. Per codec: votes preferring its
+0.25, a ratio under 1.19), with bpp that of each side's whole encode. At the default, two codecs
+that both met a target bitrate (±5%) are always matched. Per codec: votes preferring its
 side over all votes on matched triplets that involve it, with a 95% Wilson interval (votes
 treated as independent). Per codec pair the same, from the first codec's side.
 
