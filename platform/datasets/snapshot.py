@@ -411,6 +411,13 @@ def dataset_card(frozen: Frozen, info: dict) -> str:
     splits = ", ".join(f"{split} {n}" for split, n in sorted(info["splits"].items())) or "none"
     ceiling = info["human_ceiling"]
     qc = "left out" if study.exclude_flagged_raters else "kept"
+    imported = (
+        "\n\n**Imported data.** These votes were imported from an existing dataset (BAPPS or "
+        "CLIC layout), not collected here: each rater is a pseudo rater standing for one vote "
+        "position per triplet, codecs are unknown (`imported@N`) and bpp is 0."
+        if study.origin == Study.Origin.IMPORTED
+        else ""
+    )
     return f"""# {frozen.name}: {study.name}
 
 Two-alternative forced choice (2AFC) judgments: each rater saw a reference patch and two
@@ -425,7 +432,7 @@ distorted versions (p0, p1) and picked the one closer to the reference.
 
 ## How it was collected
 
-{study.description or ""}
+{study.description or ""}{imported}
 
 - Patches: {study.patch_size}×{study.patch_size} px, {study.patches_per_image} per source image,
   cut from a {study.crop_size or "full-image"} px centre crop that each codec encoded whole.

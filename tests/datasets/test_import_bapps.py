@@ -338,3 +338,8 @@ def test_a_frozen_snapshot_imports_back_through_its_bapps_and_clic_files(voted_s
         copy = Study.objects.get(slug=slug)
         assert judged(copy) == judged(voted_study)
         assert psnr_2afc(copy) == psnr_2afc(voted_study)
+    # A snapshot of the imported study says where its votes came from.
+    call_command("snapshot", "from-bapps", "--out", str(tmp_path / "again"))
+    card = (tmp_path / "again" / "DATASET.md").read_text()
+    assert "**Imported data.**" in card
+    assert "Imported data" not in (tmp_path / "snap" / "DATASET.md").read_text()
