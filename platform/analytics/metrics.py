@@ -122,10 +122,10 @@ def msssim_distance(ref, dist, batch_size: int = 256) -> np.ndarray:
     out = np.empty(len(a), dtype=np.float64)
     with torch.no_grad():
         for s in range(0, len(a), batch_size):
-            x = torch.from_numpy(a[s : s + batch_size]).permute(0, 3, 1, 2).double()
-            y = torch.from_numpy(b[s : s + batch_size]).permute(0, 3, 1, 2).double()
+            x = torch.from_numpy(a[s : s + batch_size]).permute(0, 3, 1, 2).float()
+            y = torch.from_numpy(b[s : s + batch_size]).permute(0, 3, 1, 2).float()
             value = ms_ssim(x, y, data_range=255, size_average=False, win_size=win)
-            out[s : s + len(x)] = 1.0 - value.numpy()
+            out[s : s + len(x)] = 1.0 - value.double().numpy()
     return out
 
 
