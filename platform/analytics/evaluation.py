@@ -86,6 +86,8 @@ def _registry(study: Study, names, dpl_weights, dpl_backbone) -> tuple[dict, dic
     registry = dict(REGISTRY)
     fit = None
     if dpl_weights is not None:
+        if not Path(dpl_weights).is_file():
+            raise ValueError(f"no DPL weights file at {dpl_weights}")
         registry["dpl"] = dpl_metric(dpl_weights, dpl_backbone or "stlpips-alex")
         fit = {"weights": str(dpl_weights), "backbone": dpl_backbone or "stlpips-alex"}
     else:
@@ -129,7 +131,8 @@ def evaluate_study(
     ``include_flagged`` picks the ``headline`` rater set (default: the study's setting); both
     sets are always scored. Scaling and judge fractions use the headline set.
 
-    Raises ``ValueError`` when the study has no votes or a metric name is unknown.
+    Raises ``ValueError`` when the study has no votes, a metric name is unknown or
+    ``dpl_weights`` is not a file.
     """
     registry, fit = _registry(study, metrics, dpl_weights, dpl_backbone)
     data, labels = _load(study)
@@ -203,7 +206,7 @@ def _state(study: Study) -> str:
     )
     raters = list(study.sessions.order_by("pk").values_list("pk", "flagged", "quality_override"))
     fit = study.fit_reports.values_list("pk", flat=True).first()
-    key = repr((study.pk, study.exclude_flagged_raters, votes, raters, fit))
+    key = repr((study.pk, study.created_at, study.exclude_flagged_raters, votes, raters, fit))
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -23,6 +23,8 @@ from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from studies.models import Study
 from studies.services import study_counts
@@ -39,6 +41,8 @@ __all__ = [
     "quality_figure",
     "study_report",
 ]
+
+BLUE, RED = "#4c78a8", "#e45756"
 
 QUALITY_MEASURES = {
     # measure: (study field holding its threshold, kind of limit, axis label)
@@ -108,14 +112,14 @@ def afc_figure(table: Mapping, names: Sequence[str]) -> Figure:
     scores = [table["metrics"][n]["score"] for n in names]
     low = [s - table["metrics"][n]["low"] for s, n in zip(scores, names, strict=True)]
     high = [table["metrics"][n]["high"] - s for s, n in zip(scores, names, strict=True)]
-    ax.barh(names, scores, xerr=[low, high], color="#4c78a8", capsize=3)
+    ax.barh(names, scores, xerr=[low, high], color=BLUE, capsize=3)
     for y, score in enumerate(scores):
         ax.text(score + 0.005, y, f"{score:.3f}", va="center", fontsize=8)
     ceiling = table["human_ceiling"]
     if ceiling["score"] is not None:
         if ceiling["low"] is not None:
-            ax.axvspan(ceiling["low"], ceiling["high"], color="#e45756", alpha=0.15)
-        ax.axvline(ceiling["score"], color="#e45756", ls="--", label="human ceiling")
+            ax.axvspan(ceiling["low"], ceiling["high"], color=RED, alpha=0.15)
+        ax.axvline(ceiling["score"], color=RED, ls="--", label="human ceiling")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(min(0.5, *scores) - 0.02, 1.0)
     ax.invert_yaxis()
@@ -150,7 +154,7 @@ def breakdown_figure(groups: Mapping[str, Mapping], names: Sequence[str], xlabel
 def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresholds) -> Figure:
     """Histograms of each rater-quality measure, flagged and unflagged raters stacked, with
     the study's threshold. ``thresholds``: measure -> (limit, "min" or "max", label)."""
-    fig = Figure(figsize=(11, 2.6))
+    fig = Figure(figsize=(11, 2.8), layout="constrained")
     axes = fig.subplots(1, len(thresholds))
     for ax, (measure, (limit, _, label)) in zip(axes, thresholds.items(), strict=True):
         ok = [
@@ -162,12 +166,21 @@ def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresh
             q[measure] for q, f in zip(qualities, flagged, strict=True) if f and _has(q, measure)
         ]
         if ok or bad:
-            ax.hist([ok, bad], bins=10, stacked=True, color=["#4c78a8", "#e45756"])
+            ax.hist([ok, bad], bins=10, stacked=True, color=[BLUE, RED])
         ax.axvline(limit, color="black", ls="--")
         ax.set_xlabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("raters")
-    axes[-1].legend(["threshold", "unflagged", "flagged"], fontsize=7)
+    fig.legend(
+        handles=[
+            Patch(color=BLUE, label="unflagged"),
+            Patch(color=RED, label="flagged"),
+            Line2D([], [], color="black", ls="--", label="threshold"),
+        ],
+        loc="outside upper center",
+        ncols=3,
+        fontsize=8,
+    )
     return fig
 
 
