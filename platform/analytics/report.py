@@ -42,6 +42,8 @@ __all__ = [
     "study_report",
 ]
 
+# No RDF block (creator URL, date): the SVG stays small and the same on every build.
+SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 BLUE, RED = "#4c78a8", "#e45756"
 
 QUALITY_MEASURES = {
@@ -89,7 +91,7 @@ def figure_svg(fig: Figure) -> SafeString:
     """The figure as an inline ``<svg>`` element (text kept as text, so it stays searchable)."""
     buffer = io.StringIO()
     with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", bbox_inches="tight")
+        fig.savefig(buffer, format="svg", metadata=SVG_METADATA)
     text = buffer.getvalue()
     # Matplotlib's own output: trusted, and without its XML prolog it can be inlined.
     return mark_safe(text[text.index("<svg") :])  # noqa: S308
@@ -107,7 +109,7 @@ def _estimate(value: Mapping) -> str:
 
 def afc_figure(table: Mapping, names: Sequence[str]) -> Figure:
     """Horizontal 2AFC bars with 95% intervals, the human ceiling as a line with its band."""
-    fig = Figure(figsize=(7, 0.45 * len(names) + 1.2))
+    fig = Figure(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     scores = [table["metrics"][n]["score"] for n in names]
     low = [s - table["metrics"][n]["low"] for s, n in zip(scores, names, strict=True)]
@@ -130,7 +132,10 @@ def afc_figure(table: Mapping, names: Sequence[str]) -> Figure:
 def breakdown_figure(groups: Mapping[str, Mapping], names: Sequence[str], xlabel: str) -> Figure:
     """Grouped 2AFC bars per label (e.g. codec pair), each group's human ceiling as a tick."""
     labels = list(groups)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(labels) * max(1, len(names)) ** 0.5 + 2), 3.6))
+    fig = Figure(
+        figsize=(max(6.0, 1.1 * len(labels) * max(1, len(names)) ** 0.5 + 2), 3.6),
+        layout="constrained",
+    )
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(names))
     for k, name in enumerate(names):
