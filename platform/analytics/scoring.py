@@ -90,7 +90,7 @@ def bootstrap_interval(
     block = max(1, _BLOCK_CELLS // n)
     for start in range(0, bootstrap, block):
         size = min(block, bootstrap - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).T  # (N, size)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).T.astype(np.float64)
         total = weights @ counts
         with np.errstate(invalid="ignore", divide="ignore"):
             stats[:, start : start + size] = np.where(
