@@ -1,23 +1,26 @@
+"""Staff pages: a study's results report, on the page and as one downloadable HTML file."""
+
 from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
-from studies.services import study_counts
+
+from .report import study_report
 
 
 @staff_member_required
 def results(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
-    report = study.fit_reports.first()
-    rows = []
-    if report:
-        afc = report.result["afc"]
-        rows = [
-            {"metric": name, "score": score, "reason": report.result["unavailable"].get(name, "")}
-            for name, score in afc.items()
-        ]
     return render(
-        request,
-        "analytics/results.html",
-        {"study": study, "report": report, "rows": rows, "counts": study_counts(study)},
+        request, "analytics/results.html", {"study": study, "report": study_report(study)}
     )
+
+
+@staff_member_required
+def report_file(request, slug: str):
+    """The same report as a self-contained HTML file (figures and styles inline)."""
+    study = get_object_or_404(Study, slug=slug)
+    response = HttpResponse(study_report(study).html(), content_type="text/html; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-report.html"'
+    return response

@@ -62,8 +62,10 @@ def test_shape_mismatch_rejected():
 
 
 def test_metrics_registry():
-    assert set(METRICS) == {"psnr", "ssim", "lpips-alex"}
-    assert METRICS["psnr"] is psnr_distance and METRICS["lpips-alex"] is lpips_distance
+    assert set(METRICS) == {
+        "psnr", "ssim", "ms-ssim", "lpips-alex", "lpips-vgg", "lpips-squeeze", "stlpips-alex"
+    }  # fmt: skip
+    assert METRICS["psnr"] is psnr_distance and METRICS["lpips-alex"].func is lpips_distance
 
 
 def _point_torch_home(monkeypatch, path):

@@ -1,0 +1,342 @@
+"""A study's results report: sections of a figure (inline SVG from matplotlib), a table and a note.
+
+``study_report(study)`` builds the report the staff results page shows and the download
+holds: 2AFC bars with bootstrap intervals and the human ceiling, the per-codec-pair and
+per-bitrate-band breakdowns, the condition scales, the latest DPL fit and a rater-quality
+histogram. More sections can be appended with ``Report.add`` (any code that can draw a
+matplotlib ``Figure`` can add one through ``figure_svg``). The template
+``analytics/_report.html`` renders the sections inside a page; ``Report.html`` makes one
+self-contained file (styles inline, figures inline, no external assets).
+
+Figures use matplotlib's object API (``matplotlib.figure.Figure``, no pyplot and no global
+backend), so building reports is safe in threaded web workers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString, mark_safe
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from studies.models import Study
+from studies.services import study_counts
+
+from .evaluation import cached_evaluation
+
+__all__ = [
+    "Report",
+    "Section",
+    "Table",
+    "afc_figure",
+    "breakdown_figure",
+    "figure_svg",
+    "quality_figure",
+    "study_report",
+]
+
+# No RDF block (creator URL, date): the SVG stays small and the same on every build.
+SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+BLUE, RED = "#4c78a8", "#e45756"
+
+QUALITY_MEASURES = {
+    # measure: (study field holding its threshold, kind of limit, axis label)
+    "sentinel_accuracy": ("qc_min_sentinel_accuracy", "min", "sentinel accuracy"),
+    "repeat_agreement": ("qc_min_repeat_agreement", "min", "repeat agreement"),
+    "median_rt_ms": ("qc_min_median_rt_ms", "min", "median response time (ms)"),
+    "fast_share": ("qc_max_fast_share", "max", "share of too-fast responses"),
+    "side_share": ("qc_max_side_share", "max", "share on the preferred side"),
+}
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    """One part of a report; any of its three parts may be empty."""
+
+    title: str
+    svg: SafeString | str = ""
+    table: Table | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    summary: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+
+    def add(self, section: Section) -> Section:
+        self.sections.append(section)
+        return section
+
+    def html(self) -> str:
+        """The report as one self-contained HTML document (styles and figures inline)."""
+        return render_to_string("analytics/report_file.html", {"report": self})
+
+
+def figure_svg(fig: Figure) -> SafeString:
+    """The figure as an inline ``<svg>`` element (text kept as text, so it stays searchable)."""
+    buffer = io.StringIO()
+    with rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata=SVG_METADATA)
+    text = buffer.getvalue()
+    # Matplotlib's own output: trusted, and without its XML prolog it can be inlined.
+    return mark_safe(text[text.index("<svg") :])  # noqa: S308
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _estimate(value: Mapping) -> str:
+    if value["low"] is None:
+        return _fmt(value["score"])
+    return f"{_fmt(value['score'])} [{_fmt(value['low'])}, {_fmt(value['high'])}]"
+
+
+def afc_figure(table: Mapping, names: Sequence[str]) -> Figure:
+    """Horizontal 2AFC bars with 95% intervals, the human ceiling as a line with its band."""
+    fig = Figure(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    scores = [table["metrics"][n]["score"] for n in names]
+    low = [s - table["metrics"][n]["low"] for s, n in zip(scores, names, strict=True)]
+    high = [table["metrics"][n]["high"] - s for s, n in zip(scores, names, strict=True)]
+    ax.barh(names, scores, xerr=[low, high], color=BLUE, capsize=3)
+    for y, score in enumerate(scores):
+        ax.text(score + 0.005, y, f"{score:.3f}", va="center", fontsize=8)
+    ceiling = table["human_ceiling"]
+    if ceiling["score"] is not None:
+        if ceiling["low"] is not None:
+            ax.axvspan(ceiling["low"], ceiling["high"], color=RED, alpha=0.15)
+        ax.axvline(ceiling["score"], color=RED, ls="--", label="human ceiling")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(min(0.5, *scores) - 0.02, 1.0)
+    ax.invert_yaxis()
+    ax.set_xlabel("2AFC agreement with raters (0.5 = chance)")
+    return fig
+
+
+def breakdown_figure(groups: Mapping[str, Mapping], names: Sequence[str], xlabel: str) -> Figure:
+    """Grouped 2AFC bars per label (e.g. codec pair), each group's human ceiling as a tick."""
+    labels = list(groups)
+    fig = Figure(
+        figsize=(max(6.0, 1.1 * len(labels) * max(1, len(names)) ** 0.5 + 2), 3.6),
+        layout="constrained",
+    )
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(names))
+    for k, name in enumerate(names):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(labels))]
+        ys = [groups[label]["metrics"][name]["score"] for label in labels]
+        ax.bar(xs, ys, width, label=name)
+    for i, label in enumerate(labels):
+        ceiling = groups[label]["human_ceiling"]["score"]
+        if ceiling is not None:
+            ax.hlines(ceiling, i - 0.45, i + 0.45, colors="black", linestyles="--")
+    ax.plot([], [], "k--", label="human ceiling")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_ylabel("2AFC")
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, ncol=min(4, len(names) + 1), loc="lower left")
+    return fig
+
+
+def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresholds) -> Figure:
+    """Histograms of each rater-quality measure, flagged and unflagged raters stacked, with
+    the study's threshold. ``thresholds``: measure -> (limit, "min" or "max", label)."""
+    fig = Figure(figsize=(11, 2.8), layout="constrained")
+    axes = fig.subplots(1, len(thresholds))
+    for ax, (measure, (limit, _, label)) in zip(axes, thresholds.items(), strict=True):
+        ok = [
+            q[measure]
+            for q, f in zip(qualities, flagged, strict=True)
+            if not f and _has(q, measure)
+        ]
+        bad = [
+            q[measure] for q, f in zip(qualities, flagged, strict=True) if f and _has(q, measure)
+        ]
+        if ok or bad:
+            ax.hist([ok, bad], bins=10, stacked=True, color=[BLUE, RED])
+        ax.axvline(limit, color="black", ls="--")
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("raters")
+    fig.legend(
+        handles=[
+            Patch(color=BLUE, label="unflagged"),
+            Patch(color=RED, label="flagged"),
+            Line2D([], [], color="black", ls="--", label="threshold"),
+        ],
+        loc="outside upper center",
+        ncols=3,
+        fontsize=8,
+    )
+    return fig
+
+
+def _has(quality: Mapping, measure: str) -> bool:
+    value = quality.get(measure)
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _metric_sections(report: Report, evaluation: dict) -> None:
+    headline = evaluation["sets"][evaluation["headline"]]
+    scored = [n for n, info in evaluation["metrics"].items() if not info["unavailable"]]
+    sets = evaluation["sets"]
+    rows = []
+    for name, info in evaluation["metrics"].items():
+        cells = [name]
+        for table in sets.values():
+            cells.append(
+                "unavailable" if info["unavailable"] or not table["votes"]
+                else _estimate(table["metrics"][name])
+            )  # fmt: skip
+        rows.append([*cells, info["unavailable"] or info["description"]])
+    rows.append(
+        ["human ceiling"]
+        + [_estimate(t["human_ceiling"]) if t["votes"] else "–" for t in sets.values()]
+        + ["two random raters agree (leave-one-out)"]
+    )
+    headers = ["metric"] + [
+        f"{name} raters ({t['counted']} counted, {t['votes']} votes)" for name, t in sets.items()
+    ]
+    report.add(
+        Section(
+            "2AFC agreement with raters",
+            figure_svg(afc_figure(headline, scored)) if scored else "",
+            Table([*headers, "about"], rows),
+            f"All {headline['triplets']} voted triplets; bars: the {evaluation['headline']} "
+            f"raters; 95% percentile bootstrap intervals over {evaluation['bootstrap']} "
+            "resamples of triplets. 'all' counts flagged raters, 'unflagged' leaves them out.",
+        )
+    )
+    titles = {
+        "codec_pair": ("By codec pair", "codec pair"),
+        "bitrate_band": ("By bitrate band", "mean bpp of the two sides"),
+        "source": ("By source image", "source image"),
+    }
+    for key, (title, xlabel) in titles.items():
+        groups = headline["breakdowns"][key]
+        rows = [
+            [label, str(g["triplets"]), str(g["votes"])]
+            + [_estimate(g["metrics"][n]) for n in scored]
+            + [_estimate(g["human_ceiling"])]
+            for label, g in groups.items()
+        ]
+        report.add(
+            Section(
+                title,
+                figure_svg(breakdown_figure(groups, scored, xlabel)) if key != "source" else "",
+                Table([xlabel, "triplets", "votes", *scored, "human ceiling"], rows),
+            )
+        )
+
+
+def _scaling_section(report: Report, evaluation: dict) -> None:
+    pooled = evaluation["scaling"]["pooled"]
+    order = sorted(pooled, key=lambda c: -pooled[c]["thurstone_jnd"])
+    report.add(
+        Section(
+            "Condition scales (all references pooled)",
+            table=Table(
+                ["condition", "Thurstone (JND)", "Bradley-Terry", "wins / comparisons"],
+                [
+                    [
+                        c,
+                        f"{pooled[c]['thurstone_jnd']:+.2f} ± {pooled[c]['thurstone_sd']:.2f}",
+                        f"{pooled[c]['bradley_terry']:+.2f}",
+                        f"{pooled[c]['wins']} / {pooled[c]['comparisons']}",
+                    ]
+                    for c in order
+                ],
+            ),
+            note="Thurstone Case V (1 JND = 75% preference, pwcmp) and Bradley-Terry "
+            "log-strengths, fitted by choix; higher is closer to the reference. Per-reference "
+            "scales are in the JSON of manage.py score_metrics --json.",
+        )
+    )
+
+
+def _fit_section(report: Report, fit) -> None:
+    result = fit.result
+    rows = [
+        [name, "unavailable" if score is None else f"{score:.3f}"]
+        for name, score in result["afc"].items()
+    ]
+    rows.append(["human ceiling", _fmt(result["human_ceiling"])])
+    report.add(
+        Section(
+            "Latest DPL fit: 2AFC on held-out triplets",
+            table=Table(["metric", "2AFC"], rows),
+            note=f"Fit {fit.created_at:%Y-%m-%d %H:%M}, backbone {fit.backbone}, loss {fit.loss}, "
+            f"{result['train_triplets']} training and {result['triplets']} test triplets "
+            f"(split by source image). Weights: {fit.weights_path}",
+        )
+    )
+
+
+def _quality_section(report: Report, study: Study) -> None:
+    sessions = list(study.sessions.values_list("quality", "flagged", "flags"))
+    if not sessions:
+        return
+    thresholds = {
+        measure: (getattr(study, name), kind, label)
+        for measure, (name, kind, label) in QUALITY_MEASURES.items()
+    }
+    qualities = [q for q, _, _ in sessions]
+    flagged = [f for _, f, _ in sessions]
+    reasons: dict[str, int] = {}
+    for _, _, flags in sessions:
+        for flag in flags:
+            reasons[flag] = reasons.get(flag, 0) + 1
+    report.add(
+        Section(
+            "Rater quality",
+            figure_svg(quality_figure(qualities, flagged, thresholds)),
+            Table(
+                ["measure", "threshold", "raters flagged by it"],
+                [
+                    [label, f"{'≥' if kind == 'min' else '≤'} {limit:g}", str(reasons.get(m, 0))]
+                    for m, (limit, kind, label) in thresholds.items()
+                ],
+            ),
+            f"{len(sessions)} raters, {sum(flagged)} flagged. Dashed lines: the study's "
+            "thresholds (a measure flags only with enough trials).",
+        )
+    )
+
+
+def study_report(study: Study) -> Report:
+    """The results report of ``study`` (its evaluation comes from ``cached_evaluation``)."""
+    counts = study_counts(study)
+    report = Report(
+        f"Results: {study.name}",
+        [f"{counts['stimuli']} stimuli · {counts['triplets']} triplets · {counts['votes']} votes"],
+    )
+    try:
+        evaluation = cached_evaluation(study)
+    except ValueError as error:
+        report.add(Section("2AFC agreement with raters", note=str(error)))
+    else:
+        _metric_sections(report, evaluation)
+        _scaling_section(report, evaluation)
+    fit = study.fit_reports.first()
+    if fit is not None:
+        _fit_section(report, fit)
+    _quality_section(report, study)
+    return report
