@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -210,11 +211,18 @@ def _state(study: Study) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def cached_evaluation(study: Study, timeout: int = 3600) -> dict:
-    """``evaluate_study(study)`` from Django's cache while nothing it depends on changed."""
-    key = f"analytics:evaluation:{_state(study)}"
+def cached_for_study(
+    study: Study, kind: str, compute: Callable[[Study], dict], timeout: int = 3600
+) -> dict:
+    """``compute(study)`` from Django's cache while nothing it depends on changed."""
+    key = f"analytics:{kind}:{_state(study)}"
     result = cache.get(key)
     if result is None:
-        result = evaluate_study(study)
+        result = compute(study)
         cache.set(key, result, timeout)
     return result
+
+
+def cached_evaluation(study: Study, timeout: int = 3600) -> dict:
+    """``evaluate_study(study)``, cached as ``cached_for_study`` does."""
+    return cached_for_study(study, "evaluation", evaluate_study, timeout)

@@ -40,16 +40,13 @@ For target-bitrate conditions the codecs are also ranked by mean metric at each 
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import matplotlib
 import numpy as np
 import torch
 from django.db.models import QuerySet
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_msssim import ms_ssim
 
@@ -60,6 +57,7 @@ from studies.services import load_pixels
 
 from . import dpl, fitting, metrics
 from .models import FitReport
+from .svg import inline_svg
 
 __all__ = [
     "MATCH_LOG2",
@@ -480,20 +478,6 @@ def rd_curves(
 # --------------------------------------------------------------------------------------
 
 
-def _svg(figure: Figure, prefix: str) -> str:
-    """The figure as an inline <svg> element: no XML prolog, text kept as text, and every id
-    (and each reference to one) prefixed, so several figures can share one HTML page."""
-    FigureCanvasAgg(figure)
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": prefix}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
-    text = buffer.getvalue()
-    text = text[text.index("<svg") :]
-    for marker in (' id="', "url(#", 'href="#'):
-        text = text.replace(marker, f"{marker}{prefix}-")
-    return text
-
-
 def _colors(codecs: list[str]) -> dict[str, str]:
     palette = [f"C{i}" for i in range(10)]
     return {codec: palette[i % len(palette)] for i, codec in enumerate(sorted(codecs))}
@@ -523,7 +507,7 @@ def rd_figures(result: dict) -> list[tuple[str, str]]:
         axes.legend(fontsize="small")
         title = f"{label} against bitrate"
         axes.set_title(title)
-        figures.append((title, _svg(figure, f"rd-{name}")))
+        figures.append((title, inline_svg(figure)))
     win_rate = {c: w for c, w in result["matched"]["win_rate"].items() if w["votes"]}
     if win_rate:
         figures.append(_win_rate_figure(result, win_rate, colors))
@@ -560,4 +544,4 @@ def _win_rate_figure(result: dict, win_rate: dict, colors: dict) -> tuple[str, s
     axes.legend(fontsize="small", loc="lower right")
     title = f"Win-rate at matched bitrate ({result['matched']['rule']})"
     axes.set_title("Win-rate at matched bitrate")
-    return title, _svg(figure, "rd-win-rate")
+    return title, inline_svg(figure)

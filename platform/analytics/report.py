@@ -14,14 +14,12 @@ backend), so building reports is safe in threaded web workers.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
-from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -29,7 +27,9 @@ from matplotlib.patches import Patch
 from studies.models import Study
 from studies.services import study_counts
 
-from .evaluation import cached_evaluation
+from . import rd
+from .evaluation import cached_evaluation, cached_for_study
+from .svg import inline_svg
 
 __all__ = [
     "Report",
@@ -42,8 +42,6 @@ __all__ = [
     "study_report",
 ]
 
-# No RDF block (creator URL, date): the SVG stays small and the same on every build.
-SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 BLUE, RED = "#4c78a8", "#e45756"
 
 QUALITY_MEASURES = {
@@ -88,13 +86,8 @@ class Report:
 
 
 def figure_svg(fig: Figure) -> SafeString:
-    """The figure as an inline ``<svg>`` element (text kept as text, so it stays searchable)."""
-    buffer = io.StringIO()
-    with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", metadata=SVG_METADATA)
-    text = buffer.getvalue()
-    # Matplotlib's own output: trusted, and without its XML prolog it can be inlined.
-    return mark_safe(text[text.index("<svg") :])  # noqa: S308
+    """The figure as an inline ``<svg>`` element (see ``analytics.svg``)."""
+    return mark_safe(inline_svg(fig))  # noqa: S308 - matplotlib's own output
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -338,5 +331,40 @@ def study_report(study: Study) -> Report:
     fit = study.fit_reports.first()
     if fit is not None:
         _fit_section(report, fit)
+    _rd_sections(report, study)
     _quality_section(report, study)
     return report
+
+
+def _rd_sections(report: Report, study: Study) -> None:
+    """Rate–distortion curves under each metric, and codecs' win-rates at matched bpp."""
+    try:
+        curves = cached_for_study(study, "rd", rd.rd_curves)
+    except ValueError as error:
+        report.add(Section("Rate–distortion", note=str(error)))
+        return
+    figures = rd.rd_figures(curves)
+    for title, svg in figures:
+        report.add(Section(title, mark_safe(svg)))  # noqa: S308 - matplotlib's own SVG
+    matched = curves["matched"]
+    names = curves["metrics"]
+    rows = [
+        [codec, f"{tally['rate']:.2f}" if tally["rate"] is not None else "–", str(tally["votes"])]
+        + [_fmt(tally["metric_rate"].get(name), 2) for name in names]
+        for codec, tally in matched["win_rate"].items()
+    ]
+    agreement = curves["pair_agreement"]
+    report.add(
+        Section(
+            "Codec win-rates at matched bitrate: people and metrics",
+            table=Table(["codec", "people", "votes", *[curves["labels"][n] for n in names]], rows),
+            note=f"Triplets whose sides are {matched['rule']}: {matched['triplets']} triplets, "
+            f"{matched['votes']} votes. Codec pairs each metric orders as people do: "
+            + ", ".join(
+                f"{curves['labels'][n]} {agreement[n]['agree']}/{agreement[n]['pairs']}"
+                for n in names
+            )
+            + ". Unavailable: "
+            + ("; ".join(f"{k}: {v}" for k, v in curves["unavailable"].items()) or "none"),
+        )
+    )

@@ -141,6 +141,11 @@ class Trial(models.Model):
         which = shown[0] if side == "left" else shown[1]
         return {"ref": triplet.patch, "p0": triplet.p0, "p1": triplet.p1}[which].image
 
+    def stimulus_on(self, side: str):
+        """The stimulus (p0 or p1) on ``side`` for a trial that is not a sentinel."""
+        shows_p1 = self.p1_on_left if side == "left" else not self.p1_on_left
+        return self.triplet.p1 if shows_p1 else self.triplet.p0
+
 
 class Vote(models.Model):
     class Side(models.TextChoices):

@@ -176,8 +176,10 @@ def test_results_page_and_report_download(rated_study, torch_home, client, admin
     page = admin_client.get(url)
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count("<svg") >= 4  # 2AFC bars, codec pairs, bitrate bands, rater quality
-    for text in ("2AFC agreement with raters", "By codec pair", "Rater quality", "human ceiling",
+    # 2AFC bars, codec pairs, bitrate bands, rater quality, bpp vs PSNR / MS-SSIM / DPL
+    assert html.count("<svg") >= 7
+    for text in ("Codec win-rates at matched bitrate", "PSNR", "MS-SSIM",
+                 "2AFC agreement with raters", "By codec pair", "Rater quality", "human ceiling",
                  "jpeg vs webp", "Condition scales", f"{psnr['score']:.3f} [{psnr['low']:.3f}, "
                  f"{psnr['high']:.3f}]", f"{ceiling['score']:.3f}", "report.html"):  # fmt: skip
         assert text in html, text
