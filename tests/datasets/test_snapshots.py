@@ -4,6 +4,8 @@ import csv
 import hashlib
 import io
 import json
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +17,7 @@ from datasets.models import Snapshot
 from datasets.snapshot import VOTE_COLUMNS
 from rating.models import Vote
 from tests.datasets.conftest import load_like_lpips, vote_all
+from twoafc.processes import child_env
 
 pytestmark = pytest.mark.django_db
 
@@ -174,3 +177,17 @@ def test_the_admin_freezes_a_snapshot(
     assert "Ready (" in listing
     snapshot.delete()
     assert not default_storage.exists(snapshot.storage_prefix + "MANIFEST")
+
+
+def test_web_and_worker_processes_do_not_load_torch(tmp_path):
+    """torch adds ~600 MB to every gunicorn and Celery process; nothing the datasets app
+    imports at start-up may pull it in (the snapshot build imports it only when it runs)."""
+    code = ("import sys, django; django.setup(); "
+            "import datasets.views, datasets.api, datasets.tasks, datasets.admin; "
+            "print('torch' in sys.modules)")  # fmt: skip
+    env = child_env(TWOAFC_DATA_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
