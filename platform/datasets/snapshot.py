@@ -328,8 +328,9 @@ def _session_columns(frozen: Frozen) -> dict[int, tuple]:
     """Per session of the study: rater and session pseudonyms, flagged, excluded, flags, counted."""
     ids = pseudonymizer(frozen.salt)
     counted_ids = set(counted_sessions(frozen.study).values_list("pk", flat=True))
+    # study too: the related manager reads it on every row, and a deferred field costs a query.
     sessions = frozen.study.sessions.only(
-        "pk", "rater_hash", "token", "flagged", "flags", "quality_override"
+        "pk", "study", "rater_hash", "token", "flagged", "flags", "quality_override"
     )
     return {
         session.pk: (

@@ -191,3 +191,24 @@ def test_web_and_worker_processes_do_not_load_torch(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_build_reads_the_same_number_of_queries_however_many_raters(ready_study, tmp_path):
+    """Votes and sessions are read in bulk: no query per rater or per vote."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from datasets.snapshot import DirSink, Frozen, write_snapshot
+
+    def queries(folder: str) -> int:
+        frozen = Frozen(study=ready_study, name="q", cutoff=services.last_vote_id(ready_study),
+                        salt="salt", created_at=timezone.now())  # fmt: skip
+        with CaptureQueriesContext(connection) as captured:
+            write_snapshot(frozen, DirSink(tmp_path / folder))
+        return len(captured.captured_queries)
+
+    vote_all(ready_study, ("PROLIFIC-AAA",))
+    one = queries("one")
+    vote_all(ready_study, ("PROLIFIC-BBB", "PROLIFIC-CCC"))
+    assert queries("three") == one
