@@ -18,10 +18,11 @@
 3. Runs the build in a child process (this script with ``--child build``):
    Django is set up and the ``snapshot`` command imported, the RSS is read, then
    ``manage.py snapshot <study>`` runs through ``call_command``. ``build_s`` is
-   that call's wall time; ``peak_rss_mb`` the child's ``ru_maxrss``;
-   ``rss_growth_mb`` the peak less the RSS after setup, torch included when the
-   build imports it (``torch_imported``); ``process_s`` is the child's whole
-   life, start-up included. The peak is read in the child right after the
+   that call's wall time, ``build_cpu_s`` its CPU time (which a busy machine
+   disturbs less; the database server's is not in it), ``peak_rss_mb`` the
+   child's ``ru_maxrss`` and ``rss_growth_mb`` the peak less the RSS after
+   setup, torch included when the build imports it (``torch_imported``).
+   ``process_s`` is the child's whole life, start-up included. The peak is read in the child right after the
    command: ``wait4``'s figure would also count the interpreter's exit, where an
    imported torch raises the RSS by a further ~200 MB. The same child then builds
    the next snapshot (same votes) as a Celery worker's later builds run, torch
@@ -37,7 +38,7 @@
 
 Diagnostics go to stderr; the last stdout line is one JSON object:
 {"votes", "snapshot_votes", "raters", "flagged_raters", "triplets",
- "files", "bytes", "build_s", "peak_rss_mb", "rss_after_setup_mb", "rss_growth_mb",
+ "files", "bytes", "build_s", "build_cpu_s", "peak_rss_mb", "rss_after_setup_mb", "rss_growth_mb",
  "tar_bytes", "tar_stream_s", "tar_stream_mb_per_s", "tar_stream_rss_growth_mb", ...}
 """
 
@@ -328,10 +329,11 @@ def child_build(slug: str, profile: bool) -> dict:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     call_command("snapshot", slug, stdout=out)
-    build_s = time.perf_counter() - started
-    result = {"build_s": round(build_s, 2), "rss_after_setup_mb": round(after_setup, 1),
+    build_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    result = {"build_s": round(build_s, 2), "build_cpu_s": round(cpu_s, 2),
+              "rss_after_setup_mb": round(after_setup, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1), "torch_imported": "torch" in sys.modules,
               "command": json.loads(out.getvalue().strip().splitlines()[-1])}  # fmt: skip
     if profiler is not None:
@@ -431,7 +433,8 @@ def measure(args) -> dict:
     result.update(
         snapshot=snapshot.name, snapshot_votes=snapshot.votes, triplets=snapshot.triplets,
         files=snapshot.files_count, bytes=snapshot.bytes_total,
-        build_s=build["build_s"], peak_rss_mb=build["peak_rss_mb"],
+        build_s=build["build_s"], build_cpu_s=build["build_cpu_s"],
+        peak_rss_mb=build["peak_rss_mb"],
         rss_after_setup_mb=build["rss_after_setup_mb"],
         rss_growth_mb=round(build["peak_rss_mb"] - build["rss_after_setup_mb"], 1),
         process_s=build["process_s"], torch_imported=build["torch_imported"],
