@@ -41,8 +41,7 @@ from django.core.files import File
 from django.core.files.storage import Storage, default_storage
 from django.db.models import Count, Q, QuerySet
 
-from analytics.fitting import human_ceiling
-from rating.models import RaterSession, Trial, Vote
+from rating.models import Trial, Vote
 from rating.selectors import counted_sessions
 from studies.models import Stimulus, Study, Triplet
 
@@ -232,6 +231,10 @@ def write_snapshot(
         _write_clic(frozen, local / "clic.csv", bapps["paths"])
         for name in ("stimuli.csv", "votes.csv", "votes.parquet", "clic.csv"):
             build.put_path(name, local / name)
+    # Imported here: analytics.fitting loads torch (~600 MB), which the web and worker
+    # processes that import this module for anything else must not carry.
+    from analytics.fitting import human_ceiling
+
     ceiling = human_ceiling(bapps["n_p0"], bapps["n_p1"]) if n_triplets else float("nan")
     info = {
         "snapshot": frozen.name,
@@ -311,16 +314,46 @@ def _write_stimuli(path: Path, images: dict) -> None:
             writer.writerow(images[key])
 
 
-def _write_votes(frozen: Frozen, csv_path: Path, parquet_path: Path) -> dict:
-    """votes.csv and votes.parquet in one pass; returns the row counts and the raters."""
+# What votes.csv needs of a vote, its trial and its triplet: plain columns, no model
+# instances (building six of them per vote was most of a large snapshot's build time).
+_VOTE_FIELDS = (
+    "trial__session_id", "trial__triplet__patch_id", "trial__triplet__p0__codec",
+    "trial__triplet__p0__level", "trial__triplet__p1__codec", "trial__triplet__p1__level",
+    "chose_p1", "rt_ms", "trial__index", "trial__kind", "created_at", "display_mode",
+    "trial__triplet_id", "side", "trial__triplet__p0__bpp", "trial__triplet__p1__bpp",
+)  # fmt: skip
+
+
+def _session_columns(frozen: Frozen) -> dict[int, tuple]:
+    """Per session of the study: rater and session pseudonyms, flagged, excluded, flags, counted."""
     ids = pseudonymizer(frozen.salt)
     counted_ids = set(counted_sessions(frozen.study).values_list("pk", flat=True))
-    sessions: dict[int, tuple] = {}
+    # study too: the related manager reads it on every row, and a deferred field costs a query.
+    sessions = frozen.study.sessions.only(
+        "pk", "study", "rater_hash", "token", "flagged", "flags", "quality_override"
+    )
+    return {
+        session.pk: (
+            ids("rater", session.rater_hash),
+            ids("session", str(session.token)),
+            int(session.flagged),
+            int(session.excluded),
+            ";".join(sorted(session.flags or [])),
+            int(session.pk in counted_ids),
+        )
+        for session in sessions.iterator(chunk_size=2000)
+    }
+
+
+def _write_votes(frozen: Frozen, csv_path: Path, parquet_path: Path) -> dict:
+    """votes.csv and votes.parquet in one pass; returns the row counts and the raters."""
+    sessions = _session_columns(frozen)
+    voted: set[int] = set()
     votes = (
         Vote.objects.filter(trial__session__study=frozen.study, pk__lte=frozen.cutoff)
         .exclude(trial__kind=Trial.Kind.PRACTICE)
-        .select_related("trial__session", "trial__triplet__p0", "trial__triplet__p1")
         .order_by("pk")
+        .values_list(*_VOTE_FIELDS)
     )
     rows = counted = 0
     batch: list[list] = []
@@ -330,25 +363,18 @@ def _write_votes(frozen: Frozen, csv_path: Path, parquet_path: Path) -> dict:
     ):
         writer = csv.writer(handle)
         writer.writerow(VOTE_COLUMNS)
-        for vote in votes.iterator(chunk_size=2000):
-            trial = vote.trial
-            session: RaterSession = trial.session
-            if session.pk not in sessions:
-                sessions[session.pk] = (
-                    ids("rater", session.rater_hash), ids("session", str(session.token)),
-                    int(session.flagged), int(session.excluded),
-                    ";".join(sorted(session.flags or [])), int(session.pk in counted_ids),
-                )  # fmt: skip
-            observer, session_id, flagged, excluded, flags, is_counted = sessions[session.pk]
-            triplet = trial.triplet
-            p0, p1 = triplet.p0, triplet.p1
+        for (session_pk, patch_id, p0_codec, p0_level, p1_codec, p1_level, chose_p1, rt_ms,
+             index, kind, created_at, display_mode, triplet_id, side, p0_bpp,
+             p1_bpp) in votes.iterator(chunk_size=2000):  # fmt: skip
+            voted.add(session_pk)
+            observer, session_id, flagged, excluded, flags, is_counted = sessions[session_pk]
             row = [
-                observer, session_id, triplet.patch_id, f"{p0.codec}@{p0.level}",
-                f"{p1.codec}@{p1.level}", 2 if vote.chose_p1 else 1, round(vote.rt_ms, 1),
-                trial.index, int(trial.kind == Trial.Kind.SENTINEL),
-                int(trial.kind == Trial.Kind.REPEAT), vote.created_at.isoformat(),
-                vote.display_mode, triplet.pk, vote.side, p0.codec, p0.level, round(p0.bpp, 5),
-                p1.codec, p1.level, round(p1.bpp, 5), flagged, excluded, flags, is_counted,
+                observer, session_id, patch_id, f"{p0_codec}@{p0_level}",
+                f"{p1_codec}@{p1_level}", 2 if chose_p1 else 1, round(rt_ms, 1),
+                index, int(kind == Trial.Kind.SENTINEL),
+                int(kind == Trial.Kind.REPEAT), created_at.isoformat(),
+                display_mode, triplet_id, side, p0_codec, p0_level, round(p0_bpp, 5),
+                p1_codec, p1_level, round(p1_bpp, 5), flagged, excluded, flags, is_counted,
             ]  # fmt: skip
             writer.writerow(row)
             batch.append(row)
@@ -356,14 +382,15 @@ def _write_votes(frozen: Frozen, csv_path: Path, parquet_path: Path) -> dict:
                 parquet.write_batch(_record_batch(batch))
                 batch = []
             rows += 1
-            counted += is_counted and trial.kind == Trial.Kind.REGULAR
+            counted += is_counted and kind == Trial.Kind.REGULAR
         if batch:
             parquet.write_batch(_record_batch(batch))
+    voters = [sessions[pk] for pk in voted]
     raters = {
-        "in_votes": len(sessions),
-        "counted": sum(1 for s in sessions.values() if s[5]),
-        "flagged": sum(1 for s in sessions.values() if s[2]),
-        "left_out": sum(1 for s in sessions.values() if not s[5]),
+        "in_votes": len(voters),
+        "counted": sum(1 for s in voters if s[5]),
+        "flagged": sum(1 for s in voters if s[2]),
+        "left_out": sum(1 for s in voters if not s[5]),
     }
     return {"rows": rows, "counted": counted, "raters": raters}
 

@@ -4,6 +4,8 @@ import csv
 import hashlib
 import io
 import json
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +17,7 @@ from datasets.models import Snapshot
 from datasets.snapshot import VOTE_COLUMNS
 from rating.models import Vote
 from tests.datasets.conftest import load_like_lpips, vote_all
+from twoafc.processes import child_env
 
 pytestmark = pytest.mark.django_db
 
@@ -174,3 +177,38 @@ def test_the_admin_freezes_a_snapshot(
     assert "Ready (" in listing
     snapshot.delete()
     assert not default_storage.exists(snapshot.storage_prefix + "MANIFEST")
+
+
+def test_web_and_worker_processes_do_not_load_torch(tmp_path):
+    """torch adds ~600 MB to every gunicorn and Celery process; nothing the datasets app
+    imports at start-up may pull it in (the snapshot build imports it only when it runs)."""
+    code = ("import sys, django; django.setup(); "
+            "import datasets.views, datasets.api, datasets.tasks, datasets.admin; "
+            "print('torch' in sys.modules)")  # fmt: skip
+    env = child_env(TWOAFC_DATA_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_the_build_reads_the_same_number_of_queries_however_many_raters(ready_study, tmp_path):
+    """Votes and sessions are read in bulk: no query per rater or per vote."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from datasets.snapshot import DirSink, Frozen, write_snapshot
+
+    def queries(folder: str) -> int:
+        frozen = Frozen(study=ready_study, name="q", cutoff=services.last_vote_id(ready_study),
+                        salt="salt", created_at=timezone.now())  # fmt: skip
+        with CaptureQueriesContext(connection) as captured:
+            write_snapshot(frozen, DirSink(tmp_path / folder))
+        return len(captured.captured_queries)
+
+    vote_all(ready_study, ("PROLIFIC-AAA",))
+    one = queries("one")
+    vote_all(ready_study, ("PROLIFIC-BBB", "PROLIFIC-CCC"))
+    assert queries("three") == one
