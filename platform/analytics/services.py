@@ -153,7 +153,7 @@ def fit_dpl(
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
 
-    def report(stage: str) -> Callable[[int, int], None] | None:
+    def stage_progress(stage: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda done, total: progress(stage, done, total))
 
     data = load_triplets(study)
@@ -163,14 +163,14 @@ def fit_dpl(
     net = dpl.load_dpl(backbone, seed=seed)
     features = feature_cache.features_for(
         net, feature_cache_for(net), data.stimulus_keys, data.references, data.stimuli,
-        data.ref_of, progress=report(FitJob.Stage.FEATURES),
+        data.ref_of, progress=stage_progress(FitJob.Stage.FEATURES),
     )  # fmt: skip
     phi = features.phi
     train = data.subset(train_mask)
     initial = net.weights()
     fit = fitting.fit_weights(
         phi[train.p0], phi[train.p1], train.judge, loss=loss, epochs=epochs, seed=seed,
-        init=initial, progress=report(FitJob.Stage.FITTING),
+        init=initial, progress=stage_progress(FitJob.Stage.FITTING),
     )  # fmt: skip
     if progress is not None:
         progress(FitJob.Stage.SCORING, 0, 1)
