@@ -13,6 +13,8 @@ multiplied channel by channel by exp(N(0, 0.7)) (a person whose sensitivities ar
 network's), P(p1 chosen) = sigmoid((d0 - d1) / t), with t set so that the observer agrees with
 its own noiseless distance 80% of the time; 2 to 5 votes per triplet. Triplets are split by
 reference, 30% of the references for test (``analytics.fitting.split_by_group``).
+``afc_observer`` is the test 2AFC of the observer's own noiseless distance: about the best
+any fit can reach on these votes; ``afc_start_heads`` is the network's heads before fitting.
 
 Both fits start from the same network: the stlpips-alex trunk (``analytics.dpl``) and its
 trained heads; both run 10 epochs (5 constant + 5 linear decay), batch 50, Adam (0.5, 0.999),
@@ -30,6 +32,8 @@ the same learning rate (ours' default for these heads, 2e-2 x mean(w)), weights 
   comes from a second trainer run in full (10 epochs) on the triplets of the first
   ``--afc-subset-refs`` training references, and ``afc_delta_pts`` compares it with ours
   fitted on the same subset (``afc_ours_subset``); both are scored on the whole test split.
+* ``ours_split_s`` / ``refit_split_s``: seconds in loading the network and hashing the
+  stimuli, in features (compute or read the cache) and in the fit itself.
 * refit_s: a warm cache (every φ read from disk) and a new fit with a new seed.
 * speedup_unshared: a BAPPS-shaped set where no triplet shares an image with another
   (``--unshared`` triplets, default 1,000, own reference and two own distortions each); both
@@ -124,7 +128,8 @@ def study_set(n_refs: int, seed: int = 0):
 
 
 def observer_votes(phi0, phi1, heads, seed: int = 0):
-    """n_p0, n_p1 of the simulated observer (see the module docstring)."""
+    """n_p0, n_p1 of the simulated observer (see the module docstring), and its noiseless
+    d1 - d0 (whose 2AFC is the best any metric can expect on these votes)."""
     rng = np.random.default_rng(seed)
     w = heads * np.exp(rng.normal(0.0, 0.7, heads.shape)).astype(np.float32)
     delta = phi0 @ w - phi1 @ w  # > 0: p1 is closer
@@ -133,7 +138,7 @@ def observer_votes(phi0, phi1, heads, seed: int = 0):
     p1 = 1.0 / (1.0 + np.exp(-delta / t))
     n = rng.integers(2, 6, len(delta))
     n_p1 = rng.binomial(n, p1)
-    return (n - n_p1).astype(np.float64), n_p1.astype(np.float64)
+    return (n - n_p1).astype(np.float64), n_p1.astype(np.float64), -delta
 
 
 def _temperature(gap: np.ndarray, target: float) -> float:
@@ -164,17 +169,22 @@ def triplets_shared(n_refs: int):
 
 
 def fit_ours(refs, stimuli, ref_of, p0, p1, judge, train, cache_dir, lr, seed=0):
-    """Time from nothing loaded to fitted weights; returns (seconds, weights, φ, computed)."""
+    """Time from nothing loaded to fitted weights; returns (seconds, weights, φ, computed,
+    split), split = seconds of {load, features, fit}."""
     start = time.perf_counter()
     net = dpl.load_dpl("stlpips-alex")
     keys = [feature_cache.stimulus_key(i, refs[ref_of[i]], s) for i, s in enumerate(stimuli)]
     cache = feature_cache.FeatureCache(cache_dir, feature_cache.trunk_identity(net))
+    loaded = time.perf_counter()
     feats = feature_cache.features_for(net, cache, keys, refs, stimuli, ref_of)
+    featured = time.perf_counter()
     fit = fitting.fit_weights(
         feats.phi[p0[train]], feats.phi[p1[train]], judge[train],
         epochs=EPOCHS, lr=lr, seed=seed, init=net.weights(),
     )  # fmt: skip
-    return time.perf_counter() - start, fit.weights, feats.phi, feats.computed
+    end = time.perf_counter()
+    split = {"load_and_hash": loaded - start, "features": featured - loaded, "fit": end - featured}
+    return end - start, fit.weights, feats.phi, feats.computed, split
 
 
 def make_trainer(lr: float):
@@ -255,7 +265,7 @@ def shared_part(args, scratch: Path) -> dict:
     heads = net.weights()
     log("observer: φ of every stimulus (setup, not timed)")
     phi_setup = feature_cache.compute_stimulus_features(net, refs, stimuli, ref_of)
-    n_p0, n_p1 = observer_votes(phi_setup[p0], phi_setup[p1], heads)
+    n_p0, n_p1, gap = observer_votes(phi_setup[p0], phi_setup[p1], heads)
     judge = n_p1 / (n_p0 + n_p1)
     train, test = fitting.split_by_group(ref_id, test_fraction=TEST_FRACTION, seed=0)
     lr = 2e-2 * float(heads.mean())
@@ -264,7 +274,7 @@ def shared_part(args, scratch: Path) -> dict:
            "votes": int((n_p0 + n_p1).sum()), "lr": lr}  # fmt: skip
 
     log("ours: cold cache")
-    ours_s, w, phi, computed = fit_ours(
+    ours_s, w, phi, computed, out["ours_split_s"] = fit_ours(
         refs, stimuli, ref_of, p0, p1, judge, train, scratch / "features", lr
     )
     assert computed == len(stimuli)
@@ -275,11 +285,12 @@ def shared_part(args, scratch: Path) -> dict:
     out["afc_start_heads"] = fitting.score_2afc(
         (phi @ heads)[p0[test]], (phi @ heads)[p1[test]], judge[test]
     )
+    out["afc_observer"] = fitting.score_2afc(np.zeros(test.sum()), gap[test], judge[test])
     out["afc_ours_ci95"] = list(fitting.bootstrap_2afc(d[p0[test]], d[p1[test]], judge[test]))
     log(f"ours: {ours_s:.1f} s, test 2AFC {out['afc_ours']:.4f}")
 
     log("ours: warm cache, new seed")
-    refit_s, w2, _, computed = fit_ours(
+    refit_s, w2, _, computed, out["refit_split_s"] = fit_ours(
         refs, stimuli, ref_of, p0, p1, judge, train, scratch / "features", lr, seed=1
     )
     assert computed == 0
