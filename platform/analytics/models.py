@@ -18,3 +18,50 @@ class FitReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study} · {self.backbone} · {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class FitJob(models.Model):
+    """One requested DPL fit: its settings, and the progress the Celery task writes."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Stage(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        FEATURES = "features", "Features"
+        FITTING = "fitting", "Fitting"
+        SCORING = "scoring", "Scoring"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="fit_jobs")
+    backbone = models.CharField(max_length=40, default="stlpips-alex")
+    loss = models.CharField(
+        max_length=16, default="rank", choices=[("rank", "rank"), ("logistic", "logistic")]
+    )
+    epochs = models.PositiveIntegerField(default=30)
+    seed = models.IntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    report = models.OneToOneField(
+        FitReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="job"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.study} fit ({self.backbone}, {self.loss}): {self.status}"
+
+    @property
+    def progress(self) -> str:
+        if self.status in (self.Status.QUEUED, self.Status.DONE, self.Status.FAILED):
+            return self.get_status_display()
+        return f"{self.get_stage_display()} {self.done}/{self.total}"

@@ -1,0 +1,84 @@
+"""Admin for DPL fits: "Add fit job" starts a fit of a study on the Celery ``cpu`` queue; the
+list and the job page show its progress, its error and links to the weights and model card."""
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
+
+from . import dpl, services, tasks
+from .models import FitJob, FitReport
+
+
+class FitJobForm(forms.ModelForm):
+    backbone = forms.ChoiceField(choices=[(b, b) for b in dpl.BACKBONES])
+
+    class Meta:
+        model = FitJob
+        fields = ["study", "backbone", "loss", "epochs", "seed"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        try:
+            services.check_fit_settings(
+                cleaned["study"], cleaned["backbone"], cleaned["loss"], cleaned["epochs"]
+            )
+        except ValidationError as error:
+            raise forms.ValidationError(error.messages) from None
+        return cleaned
+
+
+@admin.register(FitJob)
+class FitJobAdmin(admin.ModelAdmin):
+    """Adding a job is the "Fit DPL" button: saving queues the fit."""
+
+    form = FitJobForm
+    list_display = ["study", "backbone", "loss", "status", "fit_progress", "created_at", "result"]
+    list_filter = ["status", "backbone"]
+    readonly_fields = [
+        "study", "backbone", "loss", "epochs", "seed", "status", "fit_progress", "error",
+        "result", "created_at", "started_at", "finished_at",
+    ]  # fmt: skip
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
+    def get_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else FitJobForm.Meta.fields
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        services.queue_fit(obj, enqueue=tasks.enqueue_fit)
+
+    @admin.display(description="Progress")
+    def fit_progress(self, job):
+        return job.progress
+
+    @admin.display(description="Result")
+    def result(self, job):
+        if job.report is None:
+            return "-"
+        afc = job.report.result["afc"].get("dpl")
+        return format_html(
+            "test 2AFC {} · <a href='{}'>report</a> · <a href='{}'>results page</a>",
+            "-" if afc is None else f"{afc:.3f}",
+            reverse("admin:analytics_fitreport_change", args=[job.report.pk]),
+            reverse("analytics:results", args=[job.study.slug]),
+        )
+
+
+@admin.register(FitReport)
+class FitReportAdmin(admin.ModelAdmin):
+    list_display = ["study", "backbone", "loss", "created_at", "weights_path"]
+    readonly_fields = ["study", "backbone", "loss", "result", "weights_path", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
