@@ -67,7 +67,7 @@ import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 import twoafc_codecs  # noqa: E402
-from analytics import dpl, feature_cache, fitting, metrics  # noqa: E402
+from analytics import dpl, feature_cache, fitting, metrics, scoring  # noqa: E402
 
 PATCH = 64
 STRIDE = 32
@@ -281,12 +281,12 @@ def shared_part(args, scratch: Path) -> dict:
     np.testing.assert_allclose(phi, phi_setup, rtol=1e-4, atol=1e-6)
     d = phi @ w
     out["ours_s"] = ours_s
-    out["afc_ours"] = fitting.score_2afc(d[p0[test]], d[p1[test]], judge[test])
-    out["afc_start_heads"] = fitting.score_2afc(
+    out["afc_ours"] = scoring.score_2afc(d[p0[test]], d[p1[test]], judge[test])
+    out["afc_start_heads"] = scoring.score_2afc(
         (phi @ heads)[p0[test]], (phi @ heads)[p1[test]], judge[test]
     )
-    out["afc_observer"] = fitting.score_2afc(np.zeros(test.sum()), gap[test], judge[test])
-    out["afc_ours_ci95"] = list(fitting.bootstrap_2afc(d[p0[test]], d[p1[test]], judge[test]))
+    out["afc_observer"] = scoring.score_2afc(np.zeros(test.sum()), gap[test], judge[test])
+    out["afc_ours_ci95"] = list(scoring.bootstrap_2afc(d[p0[test]], d[p1[test]], judge[test]))
     log(f"ours: {ours_s:.1f} s, test 2AFC {out['afc_ours']:.4f}")
 
     log("ours: warm cache, new seed")
@@ -296,7 +296,7 @@ def shared_part(args, scratch: Path) -> dict:
     assert computed == 0
     out["refit_s"] = refit_s
     d2 = phi @ w2
-    out["afc_refit"] = fitting.score_2afc(d2[p0[test]], d2[p1[test]], judge[test])
+    out["afc_refit"] = scoring.score_2afc(d2[p0[test]], d2[p1[test]], judge[test])
     log(f"refit: {refit_s:.2f} s")
 
     if not args.skip_trainer:
@@ -326,13 +326,13 @@ def shared_part(args, scratch: Path) -> dict:
             )
             ds = phi @ fit.weights
             out["afc_subset_train_triplets"] = int(sub.sum())
-            out["afc_ours_subset"] = fitting.score_2afc(ds[p0[test]], ds[p1[test]], judge[test])
+            out["afc_ours_subset"] = scoring.score_2afc(ds[p0[test]], ds[p1[test]], judge[test])
             dt = lpips_distances(lp, ref_t, stim_t, ref_of, which)
-            out["afc_lpips_trainer"] = fitting.score_2afc(dt[p0[test]], dt[p1[test]], judge[test])
+            out["afc_lpips_trainer"] = scoring.score_2afc(dt[p0[test]], dt[p1[test]], judge[test])
             out["afc_delta_pts"] = 100 * (out["afc_ours_subset"] - out["afc_lpips_trainer"])
         else:
             dt = lpips_distances(lp, ref_t, stim_t, ref_of, which)
-            out["afc_lpips_trainer"] = fitting.score_2afc(dt[p0[test]], dt[p1[test]], judge[test])
+            out["afc_lpips_trainer"] = scoring.score_2afc(dt[p0[test]], dt[p1[test]], judge[test])
             out["afc_delta_pts"] = 100 * (out["afc_ours"] - out["afc_lpips_trainer"])
         out["speedup"] = out["lpips_trainer_s"] / ours_s
         log(f"lpips.Trainer: {out['lpips_trainer_s']:.0f} s, "
@@ -363,7 +363,7 @@ def score_part(refs, stimuli, ref_of, p0, p1, judge, n: int) -> dict:
         except dpl.BackboneUnavailable as error:
             unavailable[name] = str(error)
             continue
-        scores[name] = fitting.score_2afc(d[pos[p0]], d[pos[p1]], judge)
+        scores[name] = scoring.score_2afc(d[pos[p0]], d[pos[p1]], judge)
     secs = time.perf_counter() - start
     log(f"score: {len(p0)} triplets, {len(used)} stimuli, {secs:.1f} s: {scores}")
     return {"score_10k_s": secs, "score_triplets": int(len(p0)), "score_afc": scores,

@@ -7,12 +7,21 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import dpl, services, tasks
+from . import tasks
 from .models import FitJob, FitReport
+
+# The fitting stack (services, dpl) loads torch: it is imported when a fit is configured,
+# not when the admin loads, so web processes that never fit stay small.
+
+
+def _backbones() -> list[tuple[str, str]]:
+    from .dpl import BACKBONES
+
+    return [(b, b) for b in BACKBONES]
 
 
 class FitJobForm(forms.ModelForm):
-    backbone = forms.ChoiceField(choices=[(b, b) for b in dpl.BACKBONES])
+    backbone = forms.ChoiceField(choices=_backbones)
 
     class Meta:
         model = FitJob
@@ -22,6 +31,8 @@ class FitJobForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
+        from . import services
+
         try:
             services.check_fit_settings(
                 cleaned["study"], cleaned["backbone"], cleaned["loss"], cleaned["epochs"]
@@ -53,6 +64,8 @@ class FitJobAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
+        from . import services
+
         services.queue_fit(obj, enqueue=tasks.enqueue_fit)
 
     @admin.display(description="Progress")

@@ -1,4 +1,4 @@
-"""Fit DPL weights to 2AFC votes, and score metrics against them (REFERENCE.md §1, §3).
+"""Fit DPL weights to 2AFC votes (REFERENCE.md §3); scores are in ``analytics.scoring``.
 
 Pipeline: ``compute_features`` runs the frozen trunk once per (reference, distorted) pair
 and caches phi (N x 1152). Because d = w . phi, ``fit_weights`` then trains only the 1152
@@ -24,9 +24,6 @@ __all__ = [
     "FitResult",
     "compute_features",
     "fit_weights",
-    "score_2afc",
-    "bootstrap_2afc",
-    "human_ceiling",
     "split_by_group",
 ]
 
@@ -244,71 +241,6 @@ def fit_weights(
 # --------------------------------------------------------------------------------------
 # Scores
 # --------------------------------------------------------------------------------------
-
-
-def score_2afc(d0, d1, judge) -> float:
-    """2AFC score (LPIPS ``score_2afc_dataset``; REFERENCE.md §1):
-    mean((d0<d1)(1-g) + (d1<d0)g + 0.5(d0==d1)), g = fraction that chose p1.
-    The expected agreement of the metric with one random rater."""
-    d0 = np.asarray(d0, dtype=np.float64).reshape(-1)
-    d1 = np.asarray(d1, dtype=np.float64).reshape(-1)
-    g = np.asarray(judge, dtype=np.float64).reshape(-1)
-    if not (d0.shape == d1.shape == g.shape):
-        raise ValueError(f"shapes disagree: {d0.shape}, {d1.shape}, {g.shape}")
-    if d0.size == 0:
-        raise ValueError("no triplets to score")
-    s = (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
-    return float(s.mean())
-
-
-def bootstrap_2afc(
-    d0, d1, judge, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``score_2afc``, resampling triplets with replacement:
-    ``(low, high)`` at ``level`` (default 95%) from ``n_boot`` resamples."""
-    d0 = np.asarray(d0, dtype=np.float64).reshape(-1)
-    d1 = np.asarray(d1, dtype=np.float64).reshape(-1)
-    g = np.asarray(judge, dtype=np.float64).reshape(-1)
-    if not (d0.shape == d1.shape == g.shape):
-        raise ValueError(f"shapes disagree: {d0.shape}, {d1.shape}, {g.shape}")
-    if d0.size == 0:
-        raise ValueError("no triplets to score")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError("n_boot must be >= 1 and level in (0, 1)")
-    per_triplet = (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for b in range(n_boot):  # one resample at a time: memory stays O(n)
-        means[b] = per_triplet[rng.integers(0, d0.size, d0.size)].mean()
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def human_ceiling(n_p0, n_p1) -> float:
-    """Mean human-human agreement (REFERENCE.md §1): per triplet the chance that two
-    random raters agree, g^2 + (1-g)^2. With n = n0 + n1 votes, plugging g = n1/n into that
-    is biased upwards (a single vote "agrees with itself"); we use the leave-one-out estimate
-
-        (n1 (n1 - 1) + n0 (n0 - 1)) / (n (n - 1)),
-
-    the fraction of ordered pairs of *distinct* raters that agree, which is unbiased for
-    g^2 + (1-g)^2. Triplets with n < 2 carry no information about agreement and are
-    ignored; if none has n >= 2 the result is nan. (A metric that always sides with the
-    majority scores mean(max(g, 1-g)) in ``score_2afc``, which can exceed this ceiling.)
-    """
-    n0 = np.asarray(n_p0, dtype=np.float64).reshape(-1)
-    n1 = np.asarray(n_p1, dtype=np.float64).reshape(-1)
-    if n0.shape != n1.shape:
-        raise ValueError(f"shapes disagree: {n0.shape}, {n1.shape}")
-    if (n0 < 0).any() or (n1 < 0).any():
-        raise ValueError("vote counts must be >= 0")
-    n = n0 + n1
-    keep = n >= 2
-    if not keep.any():
-        return float("nan")
-    n0, n1, n = n0[keep], n1[keep], n[keep]
-    return float(np.mean((n1 * (n1 - 1) + n0 * (n0 - 1)) / (n * (n - 1))))
 
 
 def split_by_group(

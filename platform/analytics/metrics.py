@@ -1,7 +1,7 @@
 """The metric registry: every image-quality metric as a distance (larger = more different).
 
 Every distance takes uint8 RGB arrays ``ref``, ``dist`` of shape N x H x W x 3 (or one
-H x W x 3) and returns a float64 array of shape (N,), so ``fitting.score_2afc`` applies to
+H x W x 3) and returns a float64 array of shape (N,), so ``scoring.score_2afc`` applies to
 any of them as is.
 
 ``REGISTRY`` maps a name to a ``Metric`` (distance, description, and ``unavailable()``, the

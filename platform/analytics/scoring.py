@@ -1,7 +1,7 @@
 """2AFC scores with bootstrap intervals, overall and broken down by group (REFERENCE.md §1).
 
-Point estimates are ``fitting.score_2afc`` (a metric) and ``fitting.human_ceiling`` (two
-random raters, leave-one-out). Intervals are percentile bootstrap intervals over triplets:
+Point estimates are ``score_2afc`` (a metric) and ``human_ceiling`` (two random raters,
+leave-one-out). Intervals are percentile bootstrap intervals over triplets:
 each replicate draws N triplets with replacement (the same draws for every metric and the
 ceiling, so their intervals are comparable) and takes the replicate's mean; the ceiling's
 replicate is the mean over its drawn triplets with at least 2 votes.
@@ -10,7 +10,7 @@ Breakdown labels (``codec_pairs``, ``bitrate_bands``) are plain arrays, one labe
 triplet; ``score_table`` scores every metric within each label's triplets, with its own
 intervals.
 
-This module does not import Django.
+This module imports neither Django nor torch (exports and web processes use it).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from analytics import fitting
-
 __all__ = [
     "BPP_BANDS",
+    "bootstrap_2afc",
+    "human_ceiling",
+    "score_2afc",
     "bitrate_bands",
     "bootstrap_interval",
     "ceiling_terms",
@@ -41,7 +42,7 @@ _BLOCK_CELLS = 4_000_000
 
 
 def triplet_agreement(d0, d1, judge) -> np.ndarray:
-    """Per triplet, the term whose mean is ``fitting.score_2afc``:
+    """Per triplet, the term whose mean is ``score_2afc``:
     (d0<d1)(1-g) + (d1<d0)g + 0.5(d0==d1)."""
     d0, d1, g = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (d0, d1, judge))
     return (d0 < d1) * (1.0 - g) + (d1 < d0) * g + 0.5 * (d0 == d1)
@@ -49,7 +50,7 @@ def triplet_agreement(d0, d1, judge) -> np.ndarray:
 
 def ceiling_terms(n_p0, n_p1) -> tuple[np.ndarray, np.ndarray]:
     """Per triplet, the leave-one-out agreement of two distinct raters and whether it is
-    defined (n >= 2 votes); the mean over defined triplets is ``fitting.human_ceiling``."""
+    defined (n >= 2 votes); the mean over defined triplets is ``human_ceiling``."""
     n0 = np.asarray(n_p0, dtype=np.float64).reshape(-1)
     n1 = np.asarray(n_p1, dtype=np.float64).reshape(-1)
     n = n0 + n1
@@ -104,6 +105,50 @@ def bootstrap_interval(
     return out
 
 
+def score_2afc(d0, d1, judge) -> float:
+    """2AFC score (LPIPS ``score_2afc_dataset``; REFERENCE.md §1):
+    mean((d0<d1)(1-g) + (d1<d0)g + 0.5(d0==d1)), g = fraction that chose p1.
+    The expected agreement of the metric with one random rater."""
+    shapes = {np.shape(np.ravel(v)) for v in (d0, d1, judge)}
+    if len(shapes) != 1:
+        raise ValueError(f"shapes disagree: {sorted(shapes)}")
+    terms = triplet_agreement(d0, d1, judge)
+    if terms.size == 0:
+        raise ValueError("no triplets to score")
+    return float(terms.mean())
+
+
+def bootstrap_2afc(
+    d0, d1, judge, bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``score_2afc``, resampling triplets."""
+    score_2afc(d0, d1, judge)  # the same checks
+    low, high = bootstrap_interval(
+        triplet_agreement(d0, d1, judge), bootstrap=bootstrap, seed=seed, level=level
+    )[0]
+    return float(low), float(high)
+
+
+def human_ceiling(n_p0, n_p1) -> float:
+    """Mean human-human agreement (REFERENCE.md §1): per triplet the chance that two
+    random raters agree, g^2 + (1-g)^2. With n = n0 + n1 votes, plugging g = n1/n into that
+    is biased upwards (a single vote "agrees with itself"); we use the leave-one-out estimate
+
+        (n1 (n1 - 1) + n0 (n0 - 1)) / (n (n - 1)),
+
+    the fraction of ordered pairs of *distinct* raters that agree, which is unbiased for
+    g^2 + (1-g)^2. Triplets with n < 2 carry no information about agreement and are
+    ignored; if none has n >= 2 the result is nan. (A metric that always sides with the
+    majority scores mean(max(g, 1-g)) in ``score_2afc``, which can exceed this ceiling.)
+    """
+    if np.shape(np.ravel(n_p0)) != np.shape(np.ravel(n_p1)):
+        raise ValueError(f"shapes disagree: {np.shape(n_p0)}, {np.shape(n_p1)}")
+    if (np.asarray(n_p0) < 0).any() or (np.asarray(n_p1) < 0).any():
+        raise ValueError("vote counts must be >= 0")
+    terms, defined = ceiling_terms(n_p0, n_p1)
+    return float(terms[defined].mean()) if defined.any() else float("nan")
+
+
 def codec_pairs(codec0: Sequence[str], codec1: Sequence[str]) -> np.ndarray:
     """Label per triplet: its two codecs in alphabetical order, "jpeg vs webp" (a codec at
     two settings gives "jpeg vs jpeg")."""
@@ -153,7 +198,7 @@ def _estimates(
         "votes": int((n_p0 + n_p1).sum()),
         "metrics": {
             name: {
-                "score": _number(fitting.score_2afc(*distances[name], judge)),
+                "score": _number(score_2afc(*distances[name], judge)),
                 "low": _number(intervals[i, 0]),
                 "high": _number(intervals[i, 1]),
             }
@@ -161,7 +206,7 @@ def _estimates(
         },
     }
     out["human_ceiling"] = {
-        "score": _number(fitting.human_ceiling(n_p0, n_p1)),
+        "score": _number(human_ceiling(n_p0, n_p1)),
         "low": _number(intervals[-1, 0]),
         "high": _number(intervals[-1, 1]),
         "triplets": int(defined.sum()),

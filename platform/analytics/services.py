@@ -27,7 +27,7 @@ from rating.selectors import rater_set, voted_triplets
 from studies.models import Study
 from studies.services import load_pixels
 
-from . import dpl, feature_cache, fitting, lpips_format, metrics
+from . import dpl, feature_cache, fitting, lpips_format, metrics, scoring
 from .models import FitJob, FitReport
 
 TEST_FRACTION = 0.3
@@ -124,9 +124,9 @@ def score_metrics(data: TripletData, dpl_per_stimulus: dict[str, np.ndarray]) ->
             scores[name] = None
             unavailable[name] = str(error)
             continue
-        scores[name] = fitting.score_2afc(d[p0], d[p1], data.judge)
+        scores[name] = scoring.score_2afc(d[p0], d[p1], data.judge)
     for name, per_stimulus in dpl_per_stimulus.items():
-        scores[name] = fitting.score_2afc(per_stimulus[data.p0], per_stimulus[data.p1], data.judge)
+        scores[name] = scoring.score_2afc(per_stimulus[data.p0], per_stimulus[data.p1], data.judge)
     return scores, unavailable
 
 
@@ -181,8 +181,8 @@ def fit_dpl(
         dpl_scores["stlpips-alex"] = phi @ initial
     scores, unavailable = score_metrics(test, dpl_scores)
     d = dpl_scores["dpl"]
-    interval = fitting.bootstrap_2afc(
-        d[test.p0], d[test.p1], test.judge, n_boot=BOOTSTRAP_RESAMPLES, seed=seed
+    interval = scoring.bootstrap_2afc(
+        d[test.p0], d[test.p1], test.judge, bootstrap=BOOTSTRAP_RESAMPLES, seed=seed
     )
     raters = rater_set(study)
     weights_path = _weights_path(study, backbone)
@@ -194,7 +194,7 @@ def fit_dpl(
         "afc_ci95": list(interval),
         "unavailable": unavailable,
         "split": "test",
-        "human_ceiling": fitting.human_ceiling(test.n_p0, test.n_p1),
+        "human_ceiling": scoring.human_ceiling(test.n_p0, test.n_p1),
         "triplets": int(test_mask.sum()),
         "train_triplets": int(train_mask.sum()),
         "votes": int((test.n_p0 + test.n_p1).sum()),

@@ -6,11 +6,12 @@ and error in the ``FitJob`` row; ``services.queue_fit`` enqueues it on commit.
 
 from celery import shared_task
 
-from . import services
-
 
 @shared_task
 def fit_dpl(job_id: int) -> None:
+    # Imported here: the fitting stack loads torch, which a worker only needs once it fits.
+    from . import services
+
     services.run_fit_job(job_id)
 
 

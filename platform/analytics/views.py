@@ -6,7 +6,12 @@ from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
 
-from .report import study_report
+
+def study_report(study: Study):
+    # Imported here: reports load matplotlib and torch, which rater-serving workers never need.
+    from .report import study_report as build
+
+    return build(study)
 
 
 @staff_member_required

@@ -233,7 +233,7 @@ def write_snapshot(
             build.put_path(name, local / name)
     # Imported here: analytics.fitting loads torch (~600 MB), which the web and worker
     # processes that import this module for anything else must not carry.
-    from analytics.fitting import human_ceiling
+    from analytics.scoring import human_ceiling
 
     ceiling = human_ceiling(bapps["n_p0"], bapps["n_p1"]) if n_triplets else float("nan")
     info = {

@@ -14,10 +14,9 @@ from analytics.fitting import (
     _epoch_lr,
     compute_features,
     fit_weights,
-    human_ceiling,
-    score_2afc,
     split_by_group,
 )
+from analytics.scoring import human_ceiling, score_2afc
 
 
 @pytest.fixture(autouse=True)

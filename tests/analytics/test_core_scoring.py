@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analytics import fitting
+from analytics import scoring
 from analytics.scaling import JND_PROBIT, judge_fractions, scale, scale_by
 from analytics.scoring import (
     bitrate_bands,
@@ -40,11 +40,11 @@ def test_per_triplet_terms_average_to_the_reference_formulas():
     d0, d1 = distances["good"]
     d1 = np.where(np.arange(len(d0)) % 7 == 0, d0, d1)  # some ties count 0.5
     assert triplet_agreement(d0, d1, judge).mean() == pytest.approx(
-        fitting.score_2afc(d0, d1, judge), abs=1e-12
+        scoring.score_2afc(d0, d1, judge), abs=1e-12
     )
     terms, defined = ceiling_terms(n_p0, n_p1)
     assert defined.sum() == ((n_p0 + n_p1) >= 2).sum()
-    assert terms[defined].mean() == pytest.approx(fitting.human_ceiling(n_p0, n_p1), abs=1e-12)
+    assert terms[defined].mean() == pytest.approx(scoring.human_ceiling(n_p0, n_p1), abs=1e-12)
 
 
 def test_bootstrap_interval_is_seeded_and_has_the_expected_width():
@@ -77,8 +77,8 @@ def test_score_table_orders_metrics_and_brackets_each_score():
     for value in (good, noisy, table["human_ceiling"]):
         assert value["low"] < value["score"] < value["high"]
     judge = n_p1 / (n_p0 + n_p1)
-    assert good["score"] == fitting.score_2afc(*distances["good"], judge)
-    assert table["human_ceiling"]["score"] == fitting.human_ceiling(n_p0, n_p1)
+    assert good["score"] == scoring.score_2afc(*distances["good"], judge)
+    assert table["human_ceiling"]["score"] == scoring.human_ceiling(n_p0, n_p1)
     assert table["triplets"] == len(n_p0) and table["votes"] == (n_p0 + n_p1).sum()
 
 
@@ -93,7 +93,7 @@ def test_breakdowns_partition_the_triplets_and_unvoted_triplets_are_left_out():
     assert sum(g["triplets"] for g in groups.values()) == 280
     only = (pairs == "jpeg vs jpeg") & (n_p0 + n_p1 > 0)
     judge = n_p1[only] / (n_p0[only] + n_p1[only])
-    expected = fitting.score_2afc(distances["good"][0][only], distances["good"][1][only], judge)
+    expected = scoring.score_2afc(distances["good"][0][only], distances["good"][1][only], judge)
     assert groups["jpeg vs jpeg"]["metrics"]["good"]["score"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="no triplet"):
         score_table(distances, np.zeros(300), np.zeros(300))

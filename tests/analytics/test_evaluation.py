@@ -10,7 +10,7 @@ import torch
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from analytics import fitting, lpips_format
+from analytics import lpips_format, scoring
 from analytics.dpl import N_FEATURES
 from analytics.evaluation import cached_evaluation, evaluate_study
 from analytics.metrics import psnr_distance
@@ -90,14 +90,14 @@ def test_evaluate_study_scores_every_metric_for_both_rater_sets(rated_study, tor
         n_p0 = np.array([t.n_p0 for t in rows], float)
         n_p1 = np.array([t.n_p1 for t in rows], float)
         assert table["triplets"] == len(rows)
-        assert table["human_ceiling"]["score"] == pytest.approx(fitting.human_ceiling(n_p0, n_p1))
+        assert table["human_ceiling"]["score"] == pytest.approx(scoring.human_ceiling(n_p0, n_p1))
         pairs = table["breakdowns"]["codec_pair"]
         assert set(pairs) == {"jpeg vs jpeg", "jpeg vs webp"}
         assert sum(g["votes"] for g in pairs.values()) == (n_p0 + n_p1).sum()
         refs = np.stack([load_pixels(t.patch.image) for t in rows])
         d0 = psnr_distance(refs, np.stack([load_pixels(t.p0.image) for t in rows]))
         d1 = psnr_distance(refs, np.stack([load_pixels(t.p1.image) for t in rows]))
-        psnr = fitting.score_2afc(d0, d1, n_p1 / (n_p0 + n_p1))
+        psnr = scoring.score_2afc(d0, d1, n_p1 / (n_p0 + n_p1))
         assert table["metrics"]["psnr"]["score"] == pytest.approx(psnr)
         for name in ("psnr", "ssim", "ms-ssim", "stlpips-alex"):
             value = table["metrics"][name]

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from analytics import fitting, metrics
+from analytics import metrics, scoring
 from analytics.services import load_triplets, score_metrics
 from datasets import imports
 from datasets.imports import ImportRejected, import_bapps, import_clic, vote_counts
@@ -74,10 +74,10 @@ def psnr_2afc(study: Study) -> dict[tuple[str, str, str], float]:
         for t in voted_triplets(study)
     }
     per_triplet = {
-        keys[pk]: fitting.score_2afc(distance[[i0]], distance[[i1]], [g])
+        keys[pk]: scoring.score_2afc(distance[[i0]], distance[[i1]], [g])
         for pk, i0, i1, g in zip(data.triplet_ids, data.p0, data.p1, data.judge, strict=True)
     }
-    total = fitting.score_2afc(distance[data.p0], distance[data.p1], data.judge)
+    total = scoring.score_2afc(distance[data.p0], distance[data.p1], data.judge)
     assert total == pytest.approx(np.mean(list(per_triplet.values())), abs=1e-12)
     return per_triplet
 

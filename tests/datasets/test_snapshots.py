@@ -180,10 +180,11 @@ def test_the_admin_freezes_a_snapshot(
 
 
 def test_web_and_worker_processes_do_not_load_torch(tmp_path):
-    """torch adds ~600 MB to every gunicorn and Celery process; nothing the datasets app
-    imports at start-up may pull it in (the snapshot build imports it only when it runs)."""
+    """torch adds ~600 MB to every gunicorn and Celery process: nothing a web or worker
+    process imports at start-up (apps, admin, URLconf, tasks) may pull it in; fits, reports
+    and learned codecs import it when they run."""
     code = ("import sys, django; django.setup(); "
-            "import datasets.views, datasets.api, datasets.tasks, datasets.admin; "
+            "import twoafc.urls, twoafc.celery, datasets.tasks, studies.tasks, analytics.tasks; "
             "print('torch' in sys.modules)")  # fmt: skip
     env = child_env(TWOAFC_DATA_DIR=str(tmp_path))
     result = subprocess.run(
