@@ -111,13 +111,16 @@ def feature_cache_for(net: dpl.DPL) -> feature_cache.FeatureCache:
 def score_metrics(data: TripletData, dpl_per_stimulus: dict[str, np.ndarray]) -> tuple[dict, dict]:
     """2AFC score of each metric on ``data``; metrics that cannot run go to the second dict.
 
-    Registry metrics run only on the stimuli that ``data``'s triplets use."""
+    Registry metrics run only on the stimuli that ``data``'s triplets use; one that
+    ``dpl_per_stimulus`` already holds (the fit's starting heads) is not run again."""
     used = np.unique(np.concatenate([data.p0, data.p1]))
     position = np.full(len(data.stimuli), -1)
     position[used] = np.arange(len(used))
     p0, p1 = position[data.p0], position[data.p1]
     scores, unavailable = {}, {}
     for name, distance in metrics.METRICS.items():
+        if name in dpl_per_stimulus:
+            continue
         try:
             d = np.asarray(distance(data.refs[used], data.stimuli[used]))
         except dpl.BackboneUnavailable as error:

@@ -24,7 +24,8 @@ class SimulatedObserver:
     """Chooses the side whose DPL distance to the reference is smaller, with logistic noise.
 
     P(left) = sigmoid(sharpness · (d_right − d_left) / (d_right + d_left)); a
-    lower sharpness is a noisier observer.
+    lower sharpness is a noisier observer. A distance depends only on the two images, so
+    each (reference, image) pair goes through the network once, however often it is shown.
     """
 
     def __init__(self, sharpness: float = 8.0, seed: int = 0):
@@ -33,13 +34,21 @@ class SimulatedObserver:
         self.net = load_dpl("stlpips-alex")
         self.sharpness = sharpness
         self.rng = np.random.default_rng(seed)
+        self._distances: dict[tuple[str, str], float] = {}
 
-    def choose(self, refs: np.ndarray, lefts: np.ndarray, rights: np.ndarray) -> list[str]:
+    def choose(self, client: "ApiClient", trials: list[dict]) -> list[str]:
+        """A side for each trial (dicts with ``reference``, ``left`` and ``right`` URLs)."""
         from analytics.fitting import compute_features
 
-        d_left = compute_features(self.net, refs, lefts) @ self.net.weights()
-        d_right = compute_features(self.net, refs, rights) @ self.net.weights()
-        contrast = (d_right - d_left) / (d_right + d_left + 1e-9)
+        pairs = [(t["reference"], t[side]) for t in trials for side in ("left", "right")]
+        new = sorted({pair for pair in pairs if pair not in self._distances})
+        if new:
+            refs = np.stack([client.image(ref) for ref, _ in new])
+            shown = np.stack([client.image(url) for _, url in new])
+            distances = compute_features(self.net, refs, shown) @ self.net.weights()
+            self._distances.update(zip(new, distances.tolist(), strict=True))
+        d = np.array([self._distances[pair] for pair in pairs]).reshape(-1, 2)
+        contrast = (d[:, 1] - d[:, 0]) / (d[:, 1] + d[:, 0] + 1e-9)
         p_left = 1.0 / (1.0 + np.exp(-self.sharpness * contrast))
         return [
             "left" if u < p else "right"
@@ -55,17 +64,22 @@ class BotResult:
 
 
 class ApiClient:
+    """The rater API over HTTP; images are fetched once per URL, as a browser caches them."""
+
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
         self.http = requests.Session()
+        self._images: dict[str, np.ndarray] = {}
 
     def post(self, path: str, payload: dict) -> requests.Response:
         return self.http.post(f"{self.base_url}/api{path}", json=payload, timeout=30)
 
     def image(self, url: str) -> np.ndarray:
-        response = self.http.get(f"{self.base_url}{url}", timeout=30)
-        response.raise_for_status()
-        return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+        if url not in self._images:
+            response = self.http.get(f"{self.base_url}{url}", timeout=30)
+            response.raise_for_status()
+            self._images[url] = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+        return self._images[url]
 
 
 def rate_one_session(
@@ -81,11 +95,7 @@ def rate_one_session(
     session = response.json()
     todo = [trial for trial in session["trials"] if not trial["answered"]]
     if todo:
-        refs, lefts, rights = (
-            np.stack([client.image(trial[key]) for trial in todo])
-            for key in ("reference", "left", "right")
-        )
-        sides = observer.choose(refs, lefts, rights)
+        sides = observer.choose(client, todo)
         for trial, side in zip(todo, sides, strict=False):
             vote = {
                 "index": trial["index"],

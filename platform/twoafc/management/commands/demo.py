@@ -32,11 +32,19 @@ class Command(BaseCommand):
                 f"generation: {job.progress} chunks, {time.monotonic() - started:.1f} s"
             )
             study.refresh_from_db()
+            started = time.monotonic()
             with local_server() as url:
                 bots = simulate_raters(url, study.slug, raters=demo.bot_sessions_needed(study))
-            self.stderr.write(f"simulated raters: {bots.sessions} sessions, {bots.votes} new votes")
+            self.stderr.write(
+                f"simulated raters: {bots.sessions} sessions, {bots.votes} new votes, "
+                f"{time.monotonic() - started:.1f} s"
+            )
+            started = time.monotonic()
             export = demo.fresh_export(study)
+            self.stderr.write(f"export: {export}, {time.monotonic() - started:.1f} s")
+            started = time.monotonic()
             report = fit_dpl(study)
+            self.stderr.write(f"fit: {report.result['weights']}, {time.monotonic() - started:.1f} s")
             summary = {
                 "study": study.slug,
                 **study_counts(study),
