@@ -49,9 +49,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from benchdb import drop_database, recreate_database, setup_django
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SOURCE_ROOTS = [ROOT / "platform", ROOT / "codecs", BENCH]
 STUDY_SLUG = "bench"
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "camera",
@@ -104,36 +105,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- the database and the study ---------------------------------------------------------
-
-
-def recreate_database(server_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(server_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def setup_django() -> None:
-    for root in reversed(SOURCE_ROOTS):
-        sys.path.insert(0, str(root))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "twoafc.settings"
-    import django
-
-    django.setup()
 
 
 def build_study(args) -> dict:
@@ -666,7 +637,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     recreate_database(args.pg, args.db_name)
     try:
-        setup_django()
+        setup_django((BENCH,))
         study = build_study(args)
 
         log(f"votes: {args.raters} raters for {args.duration:g} s ...")

@@ -59,8 +59,9 @@ import threading
 import time
 from pathlib import Path
 
+from benchdb import drop_database, recreate_database, setup_django
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = [ROOT / "platform", ROOT / "codecs"]
 STUDY_SLUG = "bench-snapshot"
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "camera",
@@ -99,36 +100,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- the database, the study and its votes ----------------------------------------------
-
-
-def recreate_database(server_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(server_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def setup_django() -> None:
-    for root in reversed(SOURCE_ROOTS):
-        sys.path.insert(0, str(root))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "twoafc.settings"
-    import django
-
-    django.setup()
 
 
 def build_study(args):
