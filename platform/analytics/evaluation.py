@@ -92,7 +92,8 @@ def _registry(study: Study, names, dpl_weights, dpl_backbone) -> tuple[dict, dic
         registry["dpl"] = dpl_metric(dpl_weights, dpl_backbone or "stlpips-alex")
         fit = {"weights": str(dpl_weights), "backbone": dpl_backbone or "stlpips-alex"}
     else:
-        report = study.fit_reports.first()
+        # A random trunk's seed is not stored with the fit: it cannot be rebuilt to score it.
+        report = study.fit_reports.exclude(backbone="random").first()
         if report is not None:
             registry["dpl"] = dpl_metric(report.weights_path, report.backbone)
             fit = {

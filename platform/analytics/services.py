@@ -26,6 +26,7 @@ from django.utils import timezone
 from rating.selectors import rater_set, voted_triplets
 from studies.models import Study
 from studies.services import load_pixels
+from twoafc.celery import STALE_JOB
 
 from . import dpl, feature_cache, fitting, lpips_format, metrics, scoring
 from .models import FitJob, FitReport
@@ -322,11 +323,6 @@ def queue_fit(job: FitJob, enqueue: Callable[[int], None]) -> FitJob:
     return job
 
 
-def start_fit(study: Study, enqueue: Callable[[int], None], **settings_) -> FitJob:
-    """A new queued FitJob for ``study`` (backbone, loss, epochs, seed as keywords)."""
-    return queue_fit(FitJob(study=study, **settings_), enqueue)
-
-
 PROGRESS_EVERY_S = 0.5
 
 
@@ -339,6 +335,8 @@ def run_fit_job(job_id: int) -> FitJob:
         job = FitJob.objects.select_for_update().select_related("study").get(pk=job_id)
         if job.status == FitJob.Status.DONE:
             return job
+        if job.status == FitJob.Status.RUNNING and job.started_at > timezone.now() - STALE_JOB:
+            return job  # a redelivered task (acks_late) while another worker runs it
         job.status, job.error = FitJob.Status.RUNNING, ""
         job.started_at, job.finished_at = timezone.now(), None
         job.save(update_fields=["status", "error", "started_at", "finished_at"])

@@ -121,7 +121,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "":
         length = int(last)
-        if length == 0:
+        if length == 0 or size == 0:
             raise RangeNotSatisfiable
         return max(0, size - length), size - 1
     start = int(first)

@@ -59,6 +59,7 @@ class Snapshot(models.Model):
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # What was built.
     content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of MANIFEST")

@@ -22,6 +22,7 @@ from django.utils import timezone
 from rating.models import Vote
 from rating.selectors import rater_set
 from studies.models import Study
+from twoafc.celery import STALE_JOB
 
 from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
 from .snapshot import VOTE_COLUMNS, DirSink, Frozen, StorageSink, WrittenFile, copy_out
@@ -88,9 +89,16 @@ def build_snapshot(snapshot_id: int) -> Snapshot:
     snapshot = Snapshot.objects.select_related("study").get(pk=snapshot_id)
     if snapshot.is_ready:
         return snapshot
-    Snapshot.objects.filter(pk=snapshot.pk).update(
-        status=Snapshot.Status.RUNNING, error="", done=0, total=0
+    # Claim the build: a redelivered task (acks_late) finds it running and leaves it alone.
+    claimed = (
+        Snapshot.objects.filter(pk=snapshot.pk)
+        .exclude(status=Snapshot.Status.RUNNING, started_at__gt=timezone.now() - STALE_JOB)
+        .update(
+            status=Snapshot.Status.RUNNING, error="", done=0, total=0, started_at=timezone.now()
+        )
     )
+    if not claimed:
+        return snapshot
     frozen = Frozen(study=snapshot.study, name=snapshot.name, cutoff=snapshot.vote_cutoff,
                     salt=snapshot.salt, created_at=snapshot.created_at,
                     license=snapshot.license, citation=snapshot.citation)  # fmt: skip
@@ -182,7 +190,7 @@ def access_via(snapshot: Snapshot, user, key: str = "", token: ApiToken | None =
     if (
         snapshot.access == Snapshot.Access.LINK
         and key
-        and hmac.compare_digest(key, snapshot.link_token)
+        and hmac.compare_digest(key.encode(), snapshot.link_token.encode())
     ):
         return DownloadLog.Via.LINK
     raise PermissionDenied

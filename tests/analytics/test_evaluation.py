@@ -123,13 +123,16 @@ def test_evaluate_study_scores_every_metric_for_both_rater_sets(rated_study, tor
 def test_evaluate_study_scores_the_newest_fit_and_checks_names(rated_study, torch_home, tmp_path):
     weights = np.random.default_rng(0).random(N_FEATURES).astype(np.float32)
     path = lpips_format.save_lpips_weights(weights, tmp_path / "dpl.pth")
-    FitReport.objects.create(
-        study=rated_study, backbone="random", loss="rank", weights_path=str(path),
-        result={"afc": {"dpl": 0.71}, "human_ceiling": 0.8, "triplets": 6, "train_triplets": 12},
-    )  # fmt: skip
+    for backbone, afc in (("stlpips-alex", 0.71), ("random", 0.6)):
+        FitReport.objects.create(
+            study=rated_study, backbone=backbone, loss="rank", weights_path=str(path),
+            result={"afc": {"dpl": afc}, "human_ceiling": 0.8, "triplets": 6,
+                    "train_triplets": 12},
+        )  # fmt: skip
+    # The newest fit is on a random trunk, whose seed is not stored: the one before it is scored.
     result = evaluate_study(rated_study, bootstrap=100, metrics=["psnr", "dpl"])
     assert list(result["metrics"]) == ["psnr", "dpl"]
-    assert result["dpl"]["held_out_afc"] == 0.71 and result["dpl"]["backbone"] == "random"
+    assert result["dpl"]["held_out_afc"] == 0.71 and result["dpl"]["backbone"] == "stlpips-alex"
     assert 0 <= result["sets"]["unflagged"]["metrics"]["dpl"]["score"] <= 1
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate_study(rated_study, metrics=["psnr", "nope"])

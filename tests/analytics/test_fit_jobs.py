@@ -147,6 +147,19 @@ def test_a_failing_fit_marks_the_job_failed_with_its_reason(
     )
 
 
+def test_a_job_another_worker_is_running_is_left_to_it(voted_study):
+    """acks_late redelivers a long fit's task: the second delivery must not fit again."""
+    from django.utils import timezone
+
+    from analytics import services
+
+    job = FitJob.objects.create(
+        study=voted_study, status=FitJob.Status.RUNNING, started_at=timezone.now()
+    )
+    assert services.run_fit_job(job.pk).status == FitJob.Status.RUNNING
+    assert not FitReport.objects.exists()
+
+
 def test_command_line_shows_bars_on_stderr_and_json_on_stdout(voted_study, capsys):
     call_command("fit_dpl", voted_study.slug, "--epochs", "3", "--json", "--snapshot", "snap-7")
     captured = capsys.readouterr()

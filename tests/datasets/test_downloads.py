@@ -84,6 +84,7 @@ def test_private_link_and_public_access(client, snapshot, django_user_model):
         == 200
     )
     assert client.get(f"{file_url}?key=wrong{snapshot.link_token}").status_code == 404
+    assert client.get(f"{file_url}?key=ключ").status_code == 404  # not ASCII: still just wrong
     assert client.get(file_url).status_code == 404
     assert snapshot.name not in client.get("/datasets/").content.decode()
     # Public: anyone, and listed.
@@ -181,3 +182,23 @@ def test_streaming_1_gib_raises_memory_by_less_than_20_mib(admin_client, snapsho
         peak = max(peak, rss_bytes()) if taken % (16 << 20) < len(chunk) else peak
     assert taken == total > 2 * half
     assert peak - before < 20 << 20, f"RSS grew by {(peak - before) >> 20} MiB"
+
+
+def test_a_suffix_range_of_an_empty_file_is_not_satisfiable():
+    from datasets.downloads import RangeNotSatisfiable, parse_range
+
+    assert parse_range("bytes=-10", 100) == (90, 99)
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=-10", 0)
+
+
+def test_a_build_another_worker_is_running_is_left_to_it(voted_study):
+    """acks_late redelivers a long build's task: the second delivery must not build again."""
+    from django.utils import timezone
+
+    frozen = services.freeze(voted_study, user=None)
+    Snapshot.objects.filter(pk=frozen.pk).update(
+        status=Snapshot.Status.RUNNING, started_at=timezone.now()
+    )
+    assert services.build_snapshot(frozen.pk).status == Snapshot.Status.RUNNING
+    assert not SnapshotFile.objects.filter(snapshot=frozen).exists()

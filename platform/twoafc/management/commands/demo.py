@@ -44,7 +44,9 @@ class Command(BaseCommand):
             self.stderr.write(f"export: {export}, {time.monotonic() - started:.1f} s")
             started = time.monotonic()
             report = fit_dpl(study)
-            self.stderr.write(f"fit: {report.result['weights']}, {time.monotonic() - started:.1f} s")
+            self.stderr.write(
+                f"fit: {report.result['weights']}, {time.monotonic() - started:.1f} s"
+            )
             summary = {
                 "study": study.slug,
                 **study_counts(study),
