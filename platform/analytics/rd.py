@@ -45,10 +45,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from django.db.models import QuerySet
 from matplotlib.figure import Figure
-from pytorch_msssim import ms_ssim
 
 import twoafc_codecs
 from rating.selectors import rater_set, voted_triplets
@@ -62,7 +60,7 @@ from .svg import inline_svg
 __all__ = [
     "MATCH_LOG2",
     "MAX_DPL_PIXELS",
-    "METRICS",
+    "RD_AXES",
     "rd_curves",
     "rd_figures",
     "wilson_interval",
@@ -74,16 +72,12 @@ MATCH_LOG2 = 0.25
 MAX_DPL_PIXELS = 1024 * 1024
 """Larger crops are scored by DPL on their patches (memory and time of the trunk)."""
 
-METRICS = {
+RD_AXES = {
     # name: (label, higher is better)
     "psnr": ("PSNR (dB)", True),
     "msssim": ("MS-SSIM", True),
     "dpl": ("DPL distance", False),
 }
-
-MSSSIM_WINDOW = 11
-MSSSIM_DOWNSAMPLINGS = 4
-
 
 # --------------------------------------------------------------------------------------
 # Metrics of one unit (a crop, or a stack of patches)
@@ -96,26 +90,14 @@ def _finite_mean(values) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def msssim_window(side: int) -> int | None:
-    """The standard 11-pixel window if ``side`` allows it, else the largest odd window that
-    survives the 4 downsamplings (``(w - 1) * 16 < side``); None if not even 3 fits."""
-    if side > (MSSSIM_WINDOW - 1) * 2**MSSSIM_DOWNSAMPLINGS:
-        return MSSSIM_WINDOW
-    window = (side - 1) // 2**MSSSIM_DOWNSAMPLINGS + 1
-    window -= 1 - window % 2
-    return window if window >= 3 else None
-
-
 def _msssim(refs: np.ndarray, dists: np.ndarray) -> tuple[float | None, int | None]:
-    """Mean MS-SSIM over N x H x W x 3 uint8 pairs, and the window it used."""
-    window = msssim_window(min(refs.shape[1:3]))
-    if window is None:
+    """Mean MS-SSIM over N x H x W x 3 uint8 pairs (``metrics.msssim_distance``), and the
+    window it used; (None, None) for images too small for 5 scales."""
+    try:
+        window = metrics.msssim_window(min(refs.shape[1:3]))
+    except metrics.MetricUnavailable:
         return None, None
-    # float32: as exact as float64 here (to ~1e-7) and an order of magnitude faster.
-    x = torch.from_numpy(refs).permute(0, 3, 1, 2).float()
-    y = torch.from_numpy(dists).permute(0, 3, 1, 2).float()
-    values = ms_ssim(x, y, data_range=255, size_average=False, win_size=window)
-    return _finite_mean(values.numpy()), window
+    return _finite_mean(1.0 - metrics.msssim_distance(refs, dists)), window
 
 
 def _dpl(model: dpl.DPL, refs: np.ndarray, dists: np.ndarray) -> float:
@@ -343,7 +325,7 @@ def matched_preferences(
         for (mine, my_votes), (theirs, _) in (sides, sides[::-1]):
             preferences = {
                 name: _preference(
-                    row[mine.pk].get(name), row[theirs.pk].get(name), METRICS[name][1]
+                    row[mine.pk].get(name), row[theirs.pk].get(name), RD_AXES[name][1]
                 )
                 for name in names
             }
@@ -409,7 +391,7 @@ def target_rankings(curves: dict[str, list[dict]], matched: dict, names: list[st
             (t["win_rate"] for t in matched["by_target"] if t["target_bpp"] == target), {}
         )
         ranking = {
-            name: _ranked({c: p[name] for c, p in points.items()}, METRICS[name][1])
+            name: _ranked({c: p[name] for c, p in points.items()}, RD_AXES[name][1])
             for name in names
         }
         ranking["people"] = _ranked({c: w["rate"] for c, w in people.items()})
@@ -452,15 +434,15 @@ def rd_curves(
         choice = choose_dpl(study)
     if choice.model is None:
         unavailable["dpl"] = "; ".join(choice.notes)
-    names = [name for name in METRICS if name != "dpl" or choice.model is not None]
+    names = [name for name in RD_AXES if name != "dpl" or choice.model is not None]
     rows = image_rows(study, choice.model)
     curves = mean_curves(rows, names)
     matched = matched_preferences(study, rows, names, tolerance, include_flagged)
     return {
         "study": study.slug,
         "metrics": names,
-        "labels": {name: METRICS[name][0] for name in names},
-        "higher_is_better": {name: METRICS[name][1] for name in names},
+        "labels": {name: RD_AXES[name][0] for name in names},
+        "higher_is_better": {name: RD_AXES[name][1] for name in names},
         "unavailable": unavailable,
         "dpl": {"model": choice.label, "weights": choice.weights, "notes": choice.notes}
         if choice.model is not None

@@ -2,8 +2,9 @@
 
 ``freeze`` records ``<study>-v<N>`` with the last vote id so far and hands the
 build to the workers once committed; ``build_snapshot`` is idempotent (a done
-snapshot is left alone, a failed or interrupted one is rebuilt from the same
-cutoff, so to the same bytes apart from timestamps it never writes).
+snapshot is left alone, one another worker is building is left to it, a failed or
+interrupted one is rebuilt from the same cutoff: the same votes, and the same bytes
+unless an admin changed which raters count in between).
 ``export_bapps`` writes the same files straight into a local folder.
 """
 

@@ -41,6 +41,7 @@ from django.core.files import File
 from django.core.files.storage import Storage, default_storage
 from django.db.models import Count, Q, QuerySet
 
+from analytics.scoring import human_ceiling
 from rating.models import Trial, Vote
 from rating.selectors import counted_sessions
 from studies.models import Stimulus, Study, Triplet
@@ -141,13 +142,13 @@ class StorageSink:
         return WrittenFile(path, size, sha)
 
 
-def frozen_triplets(frozen: Frozen, include_flagged: bool | None = None) -> QuerySet[Triplet]:
+def frozen_triplets(frozen: Frozen, counted_ids: list[int]) -> QuerySet[Triplet]:
     """Triplets with a counted regular vote up to the cutoff, annotated with ``n_p0``/``n_p1``."""
     counted = Q(
         trials__kind=Trial.Kind.REGULAR,
         trials__vote__isnull=False,
         trials__vote__pk__lte=frozen.cutoff,
-        trials__session__in=counted_sessions(frozen.study, include_flagged),
+        trials__session__in=counted_ids,
     )
     return (
         frozen.study.triplets.annotate(
@@ -220,21 +221,22 @@ def write_snapshot(
 
     ``report(done, total)`` is called every few files with the number of files written.
     """
-    triplets = frozen_triplets(frozen)
+    # Which raters count is read once, so the judges, votes.csv and clic.csv agree even if
+    # an admin changes a rater's flag while the snapshot builds.
+    counted_ids = list(counted_sessions(frozen.study).values_list("pk", flat=True))
+    triplets = frozen_triplets(frozen, counted_ids)
     n_triplets = triplets.count()
     build = _Build(frozen, sink, _Progress(total=4 * n_triplets + 6, report=report))
     bapps = _write_bapps(build, triplets)
     with tempfile.TemporaryDirectory(prefix="twoafc-snapshot-") as tmp:
         local = Path(tmp)
         _write_stimuli(local / "stimuli.csv", bapps["images"])
-        votes = _write_votes(frozen, local / "votes.csv", local / "votes.parquet")
-        _write_clic(frozen, local / "clic.csv", bapps["paths"])
+        votes = _write_vote_tables(
+            frozen, counted_ids, local / "votes.csv", local / "votes.parquet"
+        )
+        _write_clic(frozen, counted_ids, local / "clic.csv", bapps["paths"])
         for name in ("stimuli.csv", "votes.csv", "votes.parquet", "clic.csv"):
             build.put_path(name, local / name)
-    # Imported here: analytics.fitting loads torch (~600 MB), which the web and worker
-    # processes that import this module for anything else must not carry.
-    from analytics.scoring import human_ceiling
-
     ceiling = human_ceiling(bapps["n_p0"], bapps["n_p1"]) if n_triplets else float("nan")
     info = {
         "snapshot": frozen.name,
@@ -324,10 +326,10 @@ _VOTE_FIELDS = (
 )  # fmt: skip
 
 
-def _session_columns(frozen: Frozen) -> dict[int, tuple]:
+def _session_columns(frozen: Frozen, counted_ids: list[int]) -> dict[int, tuple]:
     """Per session of the study: rater and session pseudonyms, flagged, excluded, flags, counted."""
     ids = pseudonymizer(frozen.salt)
-    counted_ids = set(counted_sessions(frozen.study).values_list("pk", flat=True))
+    counted_ids = set(counted_ids)
     # study too: the related manager reads it on every row, and a deferred field costs a query.
     sessions = frozen.study.sessions.only(
         "pk", "study", "rater_hash", "token", "flagged", "flags", "quality_override"
@@ -345,9 +347,11 @@ def _session_columns(frozen: Frozen) -> dict[int, tuple]:
     }
 
 
-def _write_votes(frozen: Frozen, csv_path: Path, parquet_path: Path) -> dict:
+def _write_vote_tables(
+    frozen: Frozen, counted_ids: list[int], csv_path: Path, parquet_path: Path
+) -> dict:
     """votes.csv and votes.parquet in one pass; returns the row counts and the raters."""
-    sessions = _session_columns(frozen)
+    sessions = _session_columns(frozen, counted_ids)
     voted: set[int] = set()
     votes = (
         Vote.objects.filter(trial__session__study=frozen.study, pk__lte=frozen.cutoff)
@@ -406,11 +410,13 @@ def _record_batch(rows: list[list]) -> pa.RecordBatch:
     )
 
 
-def _write_clic(frozen: Frozen, path: Path, paths: dict[int, tuple[str, str, str]]) -> None:
+def _write_clic(
+    frozen: Frozen, counted_ids: list[int], path: Path, paths: dict[int, tuple[str, str, str]]
+) -> None:
     """One row per counted regular vote: O, A, B and T (0: the rater preferred A, i.e. p0)."""
     votes = (
         Vote.objects.filter(
-            trial__session__in=counted_sessions(frozen.study),
+            trial__session__in=counted_ids,
             trial__kind=Trial.Kind.REGULAR,
             pk__lte=frozen.cutoff,
         )

@@ -335,5 +335,3 @@ def test_matching_rule_and_wilson_interval():
     assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
     low, high = rd.wilson_interval(5, 10)
     assert low == pytest.approx(1 - high)
-    assert rd.msssim_window(161) == 11 and rd.msssim_window(160) == 9
-    assert rd.msssim_window(64) == 3 and rd.msssim_window(32) is None
