@@ -67,10 +67,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from benchdb import SOURCE_ROOTS
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = [str(ROOT / "platform"), str(ROOT / "codecs")]
-sys.path[:0] = [p for p in SOURCE_ROOTS if p not in sys.path]
+sys.path[:0] = [str(p) for p in SOURCE_ROOTS if str(p) not in sys.path]
 
 import twoafc_codecs  # noqa: E402
 from twoafc_codecs import jpeg_turbo  # noqa: E402
@@ -504,7 +503,7 @@ def configure_environment(data_dir: Path, postgres: bool) -> None:
         os.environ.pop("DATABASE_URL", None)
         os.environ.pop("REDIS_URL", None)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        SOURCE_ROOTS + [os.environ.get("PYTHONPATH", "")]
+        [*map(str, SOURCE_ROOTS), os.environ.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
 
 

@@ -58,10 +58,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchdb import SOURCE_ROOTS
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = [str(ROOT / "platform"), str(ROOT / "codecs")]
-sys.path[:0] = [p for p in SOURCE_ROOTS if p not in sys.path]
+sys.path[:0] = [str(p) for p in SOURCE_ROOTS if str(p) not in sys.path]
 
 import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
