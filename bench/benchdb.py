@@ -42,3 +42,26 @@ def setup_django(extra_roots: tuple[Path, ...] = ()) -> None:
     import django
 
     django.setup()
+
+
+def make_ready(study, photos, conditions) -> None:
+    """Give ``study`` the bundled ``photos`` and codec ``conditions`` ((codec, level) pairs)
+    and generate its stimuli in this process (eager Celery); raises unless it ends READY."""
+    import numpy as np
+    from skimage import data as skdata
+
+    from studies import services, tasks
+    from studies.models import Condition, Study
+    from twoafc.celery import app
+
+    for photo in photos:
+        pixels = np.asarray(getattr(skdata, photo)())
+        services.add_source_image(study, services.png_bytes(pixels), f"{photo}.png")
+    for codec, level in conditions:
+        Condition.objects.create(study=study, codec=codec, level=level)
+    app.conf.task_always_eager = True
+    job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+    study.refresh_from_db()
+    job.refresh_from_db()
+    if study.status != Study.Status.READY:
+        raise RuntimeError(f"generation failed: {job.status} {job.error}")

@@ -49,7 +49,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from benchdb import drop_database, recreate_database, setup_django
+from benchdb import drop_database, make_ready, recreate_database, setup_django
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -109,14 +109,10 @@ def parse_args() -> argparse.Namespace:
 
 def build_study(args) -> dict:
     """Migrate, create the ceiling table and a READY study sized for every session."""
-    import numpy as np
     from django.core.management import call_command
     from django.db import connection
-    from skimage import data as skdata
 
-    from studies import services, tasks
-    from studies.models import Condition, Study
-    from twoafc.celery import app
+    from studies.models import Study
 
     started = time.perf_counter()
     call_command("migrate", verbosity=0, interactive=False)
@@ -134,17 +130,7 @@ def build_study(args) -> dict:
         name="Serve benchmark", slug=STUDY_SLUG, patch_size=64, patches_per_image=patches,
         crop_size=256, votes_per_triplet=votes_per_triplet, trials_per_session=args.trials,
     )  # fmt: skip
-    for photo in PHOTOS:
-        pixels = np.asarray(getattr(skdata, photo)())
-        services.add_source_image(study, services.png_bytes(pixels), f"{photo}.png")
-    for codec, level in CONDITIONS:
-        Condition.objects.create(study=study, codec=codec, level=level)
-    app.conf.task_always_eager = True
-    job = services.start_generation(study, enqueue=tasks.enqueue_generation)
-    study.refresh_from_db()
-    job.refresh_from_db()
-    if study.status != Study.Status.READY:
-        raise RuntimeError(f"generation failed: {job.status} {job.error}")
+    make_ready(study, PHOTOS, CONDITIONS)
     count = study.triplets.count()
     info = {
         "triplets": count,

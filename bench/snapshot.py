@@ -59,7 +59,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchdb import drop_database, recreate_database, setup_django
+from benchdb import drop_database, make_ready, recreate_database, setup_django
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_SLUG = "bench-snapshot"
@@ -104,30 +104,16 @@ def parse_args() -> argparse.Namespace:
 
 def build_study(args):
     """Migrate and build the READY study of step 1; returns it."""
-    import numpy as np
     from django.core.management import call_command
-    from skimage import data as skdata
 
-    from studies import services, tasks
-    from studies.models import Condition, Study
-    from twoafc.celery import app
+    from studies.models import Study
 
     call_command("migrate", verbosity=0, interactive=False)
     study = Study.objects.create(
         name="Snapshot benchmark", slug=STUDY_SLUG, patch_size=64, patches_per_image=16,
         crop_size=256, votes_per_triplet=1000, break_every=0, **LAYOUT,
     )  # fmt: skip
-    for photo in PHOTOS[: args.photos]:
-        pixels = np.asarray(getattr(skdata, photo)())
-        services.add_source_image(study, services.png_bytes(pixels), f"{photo}.png")
-    for codec, level in CONDITIONS:
-        Condition.objects.create(study=study, codec=codec, level=level)
-    app.conf.task_always_eager = True
-    job = services.start_generation(study, enqueue=tasks.enqueue_generation)
-    study.refresh_from_db()
-    job.refresh_from_db()
-    if study.status != Study.Status.READY:
-        raise RuntimeError(f"generation failed: {job.status} {job.error}")
+    make_ready(study, PHOTOS[: args.photos], CONDITIONS)
     return study
 
 
