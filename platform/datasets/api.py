@@ -6,7 +6,6 @@
 A snapshot the token's user may not read answers 404, like one that does not exist.
 """
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
@@ -15,7 +14,7 @@ from ninja.security import HttpBearer
 from studies.models import Study
 
 from . import services, tasks
-from .downloads import Reader, archive_response, file_response
+from .downloads import Reader, archive_response, file_response, readable_snapshot
 from .models import Snapshot
 
 
@@ -44,12 +43,7 @@ class FreezeIn(Schema):
 
 
 def _readable(request, name: str) -> tuple[Snapshot, Reader]:
-    snapshot = get_object_or_404(Snapshot.objects.select_related("study"), name=name)
-    try:
-        via = services.access_via(snapshot, request.api_user, token=request.api_token)
-    except PermissionDenied:
-        raise Http404 from None
-    return snapshot, Reader(via=via, user=request.api_user, token=request.api_token)
+    return readable_snapshot(name, request.api_user, request.api_token)
 
 
 @router.get("/studies", response=list[StudyOut])

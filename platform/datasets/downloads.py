@@ -12,9 +12,12 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 
+from . import services
 from .models import DownloadLog, Snapshot, SnapshotFile
 
 CHUNK = 1 << 20
@@ -226,3 +229,14 @@ def file_response(request, record: SnapshotFile, reader: Reader) -> HttpResponse
         filename=record.path.rsplit("/", 1)[-1], content_type="application/octet-stream",
         etag=record.sha256, on_start=_logger(request, snapshot, record.path, reader),
     )  # fmt: skip
+
+
+def readable_snapshot(name: str, user, token=None, key: str = "") -> tuple[Snapshot, Reader]:
+    """The snapshot ``name`` and who reads it; 404 for anyone it is not shared with (a private
+    snapshot's name is not revealed to a wrong key or token)."""
+    snapshot = get_object_or_404(Snapshot.objects.select_related("study"), name=name)
+    try:
+        via = services.access_via(snapshot, user, key, token)
+    except PermissionDenied:
+        raise Http404 from None
+    return snapshot, Reader(via=via, user=user, token=token)

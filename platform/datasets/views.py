@@ -7,7 +7,6 @@ reader may not see answers 404, as if it did not exist.
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -15,7 +14,7 @@ from django.views.decorators.http import require_POST
 from studies.models import Study
 
 from . import services, tasks
-from .downloads import Reader, archive_response, file_response
+from .downloads import Reader, archive_response, file_response, readable_snapshot
 from .models import Snapshot
 
 
@@ -31,13 +30,8 @@ def reader_of(request) -> tuple[object, object]:
 
 
 def readable(request, name: str) -> tuple[Snapshot, Reader]:
-    snapshot = get_object_or_404(Snapshot.objects.select_related("study"), name=name)
     user, token = reader_of(request)
-    try:
-        via = services.access_via(snapshot, user, request.GET.get("key", ""), token)
-    except PermissionDenied:
-        raise Http404 from None
-    return snapshot, Reader(via=via, user=user, token=token)
+    return readable_snapshot(name, user, token, request.GET.get("key", ""))
 
 
 def index(request):
