@@ -39,6 +39,8 @@ def serve_command(port: int, workers: int = 2, threads: int = 4) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn", "twoafc.wsgi", "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--log-level", "warning",
+        # A study's first results report (scores, RD curves) can take tens of seconds.
+        "--timeout", "300",
     ]  # fmt: skip
 
 

@@ -136,8 +136,21 @@ MAX_UPLOAD_PIXELS = envint("TWOAFC_MAX_UPLOAD_PIXELS", 40_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("TWOAFC_MAX_UPLOAD_BYTES", 64 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
-# --- Celery -----------------------------------------------------------------
 _redis_url = envstr("REDIS_URL")
+
+# --- Cache ------------------------------------------------------------------
+# Shared by every web and worker process, so a report computed once (analytics) is served
+# from the cache by all of them: Redis when configured, else files under the data folder.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_url}
+    if _redis_url
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "cache"),
+    }
+}
+
+# --- Celery -----------------------------------------------------------------
 BROKER_DIR = Path(envstr("TWOAFC_BROKER_DIR", str(DATA_DIR / "broker")))
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or _redis_url or "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):

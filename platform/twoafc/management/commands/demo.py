@@ -1,4 +1,6 @@
 import json
+import signal
+import sys
 import time
 
 from django.core.management import call_command
@@ -18,6 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, no_serve, port, **options):
+        # SIGTERM (a supervisor, `kill`) ends the demo like Ctrl-C: the worker and server stop too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         call_command("migrate", verbosity=0)
         demo.ensure_admin()
         study = demo.ensure_study()
@@ -56,6 +60,12 @@ class Command(BaseCommand):
             if no_serve:
                 self.stdout.write(json.dumps(summary))
                 return
+            # Computed once here, the results page is served from the shared cache.
+            from analytics.report import study_report
+
+            started = time.monotonic()
+            study_report(study)
+            self.stderr.write(f"results report: {time.monotonic() - started:.1f} s")
             server = demo.start_server(port)
             base = f"http://127.0.0.1:{port}"
             self.stdout.write(
