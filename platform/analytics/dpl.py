@@ -259,27 +259,34 @@ class DPL(nn.Module):
         return [self.lin0, self.lin1, self.lin2, self.lin3, self.lin4]
 
     @staticmethod
-    def _check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
+    def _check_inputs(x: torch.Tensor, y: torch.Tensor, paired: bool = True) -> None:
         for t in (x, y):
             if not torch.is_tensor(t) or not t.is_floating_point():
                 raise TypeError("DPL expects float tensors in [-1, 1]; use dpl.to_tensor(uint8)")
             if t.ndim != 4 or t.shape[1] != 3:
                 raise ValueError(f"expected N x 3 x H x W, got {tuple(t.shape)}")
-        if x.shape != y.shape:
+        if (x.shape if paired else x.shape[1:]) != (y.shape if paired else y.shape[1:]):
             raise ValueError(
                 f"both images must have the same shape: {tuple(x.shape)} vs {tuple(y.shape)}"
             )
 
-    def features_diff(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def features_diff(
+        self, x: torch.Tensor, y: torch.Tensor, x_of: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """phi(x, y), shape (N, 1152): per channel, the spatial mean of the squared difference
-        of channel-normalised features, layers concatenated in order relu1..relu5."""
-        self._check_inputs(x, y)
+        of channel-normalised features, layers concatenated in order relu1..relu5.
+
+        With ``x_of`` (one index into x per y), phi(x[x_of[i]], y[i]): a few references
+        against many distorted images, each reference through the trunk once."""
+        self._check_inputs(x, y, paired=x_of is None)
         n = x.shape[0]
         # One trunk pass over both images (same result as two passes; eval mode, no BN).
         taps = self.net(self.scaling_layer(torch.cat([x, y], dim=0)))
         phis = []
         for f in taps:
             fx, fy = normalize_channels(f[:n]), normalize_channels(f[n:])
+            if x_of is not None:
+                fx = fx[x_of]
             phis.append(((fx - fy) ** 2).mean(dim=(2, 3)))
         return torch.cat(phis, dim=1)
 

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analytics.dpl import DPL, N_FEATURES, normalize_channels, to_tensor
+from analytics.dpl import DPL, N_FEATURES, to_tensor
+from analytics.fitting import features_in_batches
 
 __all__ = ["FeatureCache", "CachedFeatures", "features_for", "stimulus_key", "trunk_identity"]
 
@@ -112,18 +113,6 @@ class CachedFeatures:
     computed: int  # how many rows went through the trunk in this call
 
 
-def _phi_batch(net: DPL, refs: torch.Tensor, stimuli: torch.Tensor, ref_of: torch.Tensor):
-    """φ of stimuli[i] against refs[ref_of[i]]: one trunk pass over the references and the
-    stimuli together."""
-    taps = net.net(net.scaling_layer(torch.cat([refs, stimuli], dim=0)))
-    r = len(refs)
-    phis = []
-    for f in taps:
-        fr, fs = normalize_channels(f[:r]), normalize_channels(f[r:])
-        phis.append(((fr[ref_of] - fs) ** 2).mean(dim=(2, 3)))
-    return torch.cat(phis, dim=1)
-
-
 def compute_stimulus_features(
     net: DPL,
     references: np.ndarray,
@@ -141,25 +130,16 @@ def compute_stimulus_features(
     CUDA when available, else CPU. ``progress(done, total)`` after every batch.
     """
     ref_of = np.asarray(ref_of, dtype=np.int64)
-    n = len(stimuli)
-    if len(ref_of) != n:
-        raise ValueError(f"{n} stimuli but {len(ref_of)} reference indices")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = net.to(device).eval()
-    out = np.empty((n, N_FEATURES), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            used, local = np.unique(ref_of[start:stop], return_inverse=True)
-            refs = to_tensor(np.asarray(references)[used]).to(device)
-            batch = to_tensor(np.asarray(stimuli[start:stop])).to(device)
-            index = torch.from_numpy(local.reshape(-1)).to(device)
-            out[start:stop] = _phi_batch(net, refs, batch, index).float().cpu().numpy()
-            if progress is not None:
-                progress(stop, n)
-    return out
+    if len(ref_of) != len(stimuli):
+        raise ValueError(f"{len(stimuli)} stimuli but {len(ref_of)} reference indices")
+
+    def batch(start: int, stop: int, device: torch.device) -> torch.Tensor:
+        used, local = np.unique(ref_of[start:stop], return_inverse=True)
+        refs = to_tensor(np.asarray(references)[used]).to(device)
+        shown = to_tensor(np.asarray(stimuli[start:stop])).to(device)
+        return net.features_diff(refs, shown, torch.from_numpy(local.reshape(-1)).to(device))
+
+    return features_in_batches(net, len(stimuli), batch, batch_size, progress)
 
 
 def features_for(

@@ -54,20 +54,35 @@ def compute_features(
     available, else CPU (the model is moved there). ``progress(done, total)`` is called after
     every batch.
     """
-    n = len(refs)
-    if len(dists) != n:
-        raise ValueError(f"{n} references but {len(dists)} distorted images")
+    if len(dists) != len(refs):
+        raise ValueError(f"{len(refs)} references but {len(dists)} distorted images")
+
+    def batch(start: int, stop: int, device: torch.device) -> torch.Tensor:
+        x = _as_batch(refs[start:stop], device)
+        return net.features_diff(x, _as_batch(dists[start:stop], device))
+
+    return features_in_batches(net, len(refs), batch, batch_size, progress)
+
+
+def features_in_batches(
+    net: DPL,
+    n: int,
+    batch: Callable[[int, int, torch.device], torch.Tensor],
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Rows [start, stop) of an (n, 1152) float32 φ array from ``batch(start, stop, device)``,
+    batch by batch under ``torch.no_grad()``, on CUDA when available (the model is moved
+    there), else CPU. ``progress(done, n)`` after every batch."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = net.to(device).eval()
+    net.to(device).eval()
     out = np.empty((n, N_FEATURES), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            x = _as_batch(refs[start:stop], device)
-            y = _as_batch(dists[start:stop], device)
-            out[start:stop] = net.features_diff(x, y).float().cpu().numpy()
+            out[start:stop] = batch(start, stop, device).float().cpu().numpy()
             if progress is not None:
                 progress(stop, n)
     return out
