@@ -165,14 +165,14 @@ def seed_votes(study, rng: random.Random) -> int:
 
     from rating.models import Trial, Vote
 
-    fields = ("pk", "session_id", "kind", "p1_on_left", "sentinel_side", "repeat_of_id",
+    fields = ("pk", "session_id", "kind", "p1_on_left", "sentinel_side", "triplet_id",
               "triplet__p0__bpp", "triplet__p1__bpp")  # fmt: skip
     trials = Trial.objects.filter(session__study=study).order_by("session_id", "index")
     order: dict[int, int] = {}  # session -> its rank, which sets the rater's habits
-    chosen: dict[int, bool] = {}  # regular trial -> chose p1, for its repeat
+    chosen: dict[tuple[int, int], bool] = {}  # (session, triplet) -> chose p1, for its repeat
     batch: list[Vote] = []
     total = 0
-    for pk, session_id, kind, p1_on_left, sentinel_side, repeat_of, p0_bpp, p1_bpp in list(
+    for pk, session_id, kind, p1_on_left, sentinel_side, triplet_id, p0_bpp, p1_bpp in list(
         trials.values_list(*fields)
     ):
         habit = order.setdefault(session_id, len(order)) % 25
@@ -183,14 +183,14 @@ def seed_votes(study, rng: random.Random) -> int:
             side = sentinel_side if rng.random() < 0.99 else other
         else:
             if kind == Trial.Kind.REPEAT and rng.random() < 0.9:
-                chose_p1 = chosen[repeat_of]
+                chose_p1 = chosen[(session_id, triplet_id)]
             else:
                 contrast = 3.0 * math.log(max(p1_bpp, 1e-3) / max(p0_bpp, 1e-3))
                 chose_p1 = rng.random() < 1.0 / (1.0 + math.exp(-contrast))
             side = "left" if chose_p1 == p1_on_left else "right"
         chose_p1 = (side == "left") == p1_on_left
         if kind == Trial.Kind.REGULAR:
-            chosen[pk] = chose_p1
+            chosen[(session_id, triplet_id)] = chose_p1
         rt_ms = rng.uniform(120, 280) if habit == 0 else rng.lognormvariate(math.log(1100), 0.5)
         batch.append(Vote(
             trial_id=pk, client_id=uuid.UUID(int=rng.getrandbits(128), version=4), side=side,

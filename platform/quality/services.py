@@ -36,7 +36,7 @@ class AnsweredTrial:
     pk: int
     kind: str
     sentinel_side: str
-    repeat_of_id: int | None
+    triplet_id: int
     side: str | None
     chose_p1: bool | None
     rt_ms: float | None
@@ -44,17 +44,19 @@ class AnsweredTrial:
 
 def session_trials(session: RaterSession) -> list[AnsweredTrial]:
     """Every trial of the session with its vote, if any, in one query."""
-    fields = ("pk", "kind", "sentinel_side", "repeat_of_id", "vote__side", "vote__chose_p1",
+    fields = ("pk", "kind", "sentinel_side", "triplet_id", "vote__side", "vote__chose_p1",
               "vote__rt_ms")  # fmt: skip
-    return [AnsweredTrial(*row) for row in session.trials.values_list(*fields)]
+    # order_by(): the default order would join the session for its own ordering.
+    return [AnsweredTrial(*row) for row in session.trials.order_by().values_list(*fields)]
 
 
 def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
     """The quality measures over the answered, non-practice trials."""
     votes = [t for t in trials if t.side is not None and t.kind != Trial.Kind.PRACTICE]
     sentinels = [t for t in votes if t.kind == Trial.Kind.SENTINEL]
-    chose_p1 = {t.pk: t.chose_p1 for t in votes if t.kind == Trial.Kind.REGULAR}
-    repeats = [t for t in votes if t.kind == Trial.Kind.REPEAT and t.repeat_of_id in chose_p1]
+    # A repeat's original is the regular trial of the same triplet (one per session).
+    chose_p1 = {t.triplet_id: t.chose_p1 for t in votes if t.kind == Trial.Kind.REGULAR}
+    repeats = [t for t in votes if t.kind == Trial.Kind.REPEAT and t.triplet_id in chose_p1]
     rts = [t.rt_ms for t in votes]
     left = sum(t.side == "left" for t in votes)
     return {
@@ -65,7 +67,7 @@ def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
         ),
         "repeats": len(repeats),
         "repeat_agreement": _share(
-            sum(t.chose_p1 == chose_p1[t.repeat_of_id] for t in repeats), len(repeats)
+            sum(t.chose_p1 == chose_p1[t.triplet_id] for t in repeats), len(repeats)
         ),
         "median_rt_ms": statistics.median(rts) if rts else None,
         "fast_share": _share(sum(rt < study.qc_fast_rt_ms for rt in rts), len(rts)),

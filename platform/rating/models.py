@@ -91,9 +91,13 @@ class Trial(models.Model):
         PRACTICE = "practice", "Practice (left out of the data)"
         REGULAR = "regular", "Regular"
         SENTINEL = "sentinel", "Sentinel (one side is the reference)"
+        # A repeat's original is the session's regular trial of the same triplet.
         REPEAT = "repeat", "Repeat (an earlier trial, sides swapped)"
 
-    session = models.ForeignKey(RaterSession, on_delete=models.CASCADE, related_name="trials")
+    # Not indexed on its own: the (session, index) constraint leads with it.
+    session = models.ForeignKey(
+        RaterSession, on_delete=models.CASCADE, related_name="trials", db_index=False
+    )
     index = models.PositiveIntegerField()
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.REGULAR)
     triplet = models.ForeignKey(Triplet, on_delete=models.CASCADE, related_name="trials")
@@ -101,9 +105,6 @@ class Trial(models.Model):
     p1_on_left = models.BooleanField()
     # Sentinels show the reference itself on this side, the triplet's lower-rate stimulus on the other.
     sentinel_side = models.CharField(max_length=5, blank=True)
-    repeat_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
-    )
     # Set when the lease ran out unanswered and the triplet went back to the pool.
     released = models.BooleanField(default=False)
 

@@ -82,21 +82,20 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
     if study.status not in (Study.Status.READY, Study.Status.COMPLETE):
         raise RatingError("This study is not open for rating.", 409, "not-open")
     crowd_id = arrival.crowd_id
-    if crowd_id:
-        existing = RaterSession.objects.filter(
-            study=study, rater_hash=rater_hash(study, crowd_id)
-        ).first()
+    hashed = rater_hash(study, crowd_id or f"anonymous:{uuid.uuid4()}")
+    if study.status == Study.Status.COMPLETE:
+        existing = RaterSession.objects.filter(study=study, rater_hash=hashed).first()
         if existing:
             return resume_session(existing, arrival)
-    if study.status == Study.Status.COMPLETE:
         raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
     sweep_expired_trials(study)
     try:
         with transaction.atomic():
+            # A participant who has a session already (a reload, another tab, a return)
+            # is caught by the unique (study, rater_hash) constraint: a new arrival, the
+            # common case, costs no lookup.
             session = RaterSession.objects.create(
-                study=study,
-                rater_hash=rater_hash(study, crowd_id or f"anonymous:{uuid.uuid4()}"),
-                **_arrival_fields(arrival),
+                study=study, rater_hash=hashed, **_arrival_fields(arrival)
             )
             regular = claim_triplets(study, study.trials_per_session, exclude=())
             if not regular:
@@ -105,10 +104,7 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
                 )
             lay_out_trials(session, regular)
     except IntegrityError:
-        # The same participant started twice at once: the other request made the session.
-        return resume_session(
-            RaterSession.objects.get(study=study, rater_hash=rater_hash(study, crowd_id)), arrival
-        )
+        return resume_session(RaterSession.objects.get(study=study, rater_hash=hashed), arrival)
     return session
 
 

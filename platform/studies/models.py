@@ -7,6 +7,7 @@ patches' positions, so bits per pixel are those of a real-sized encode.
 Triplets pair two stimuli of the same reference patch.
 """
 
+import random
 import secrets
 
 from django.core.exceptions import ValidationError
@@ -303,23 +304,41 @@ class Stimulus(models.Model):
         return f"{self.codec}@{self.level} of patch {self.patch_id}"
 
 
+SHUFFLE_KEYS = 2**31  # fits every database's integer column
+
+
+def random_shuffle_key() -> int:
+    return random.randrange(SHUFFLE_KEYS)
+
+
 class Triplet(models.Model):
     """Reference patch plus two of its stimuli: p0 and p1 as in BAPPS."""
 
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="triplets")
+    # No single-column indexes on study and p0: the (study, assigned, shuffle) index and
+    # the (p0, p1) constraint lead with them. Every hand-out rewrites the row's index
+    # entries (``assigned`` is indexed), so each index here costs on every session start.
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="triplets", db_index=False
+    )
     patch = models.ForeignKey(ReferencePatch, on_delete=models.CASCADE, related_name="triplets")
-    p0 = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    p0 = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+", db_index=False)
     p1 = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
     # Trials handed out for this triplet; the assignment engine keeps it below
     # the study's votes_per_triplet under a row lock.
     assigned = models.PositiveIntegerField(default=0)
+    # A random order within each ``assigned`` level: the engine reads open triplets from
+    # a random point of it, so concurrent raters rarely reach for the same rows and no
+    # session start has to sort the whole study.
+    shuffle = models.PositiveIntegerField(default=random_shuffle_key, editable=False)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["p0", "p1"], name="unique_triplet"),
         ]
-        indexes = [models.Index(fields=["study", "assigned"])]
+        indexes = [
+            models.Index(fields=["study", "assigned", "shuffle"], name="triplet_open_in_order")
+        ]
 
     def __str__(self) -> str:
         return f"triplet {self.pk}"

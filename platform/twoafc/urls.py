@@ -3,9 +3,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.static import serve
 
+from rating.api import post_vote
+
 from .api import api
 
 urlpatterns = [
+    # First: the most frequent request is resolved without trying the others.
+    path("api/sessions/<uuid:token>/votes", post_vote, name="vote"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("", include("rating.urls")),

@@ -29,7 +29,10 @@ def study(ready_study):
 
 def rate(study, who, side_of, rt_ms=900.0):
     session = services.start_session(study, services.Arrival(participant_id=who, tab_id=who))
-    for trial in session.trials.select_related("repeat_of").order_by("index"):
+    trials = list(session.trials.order_by("index"))
+    originals = {t.triplet_id: t for t in trials if t.kind == "regular"}
+    for trial in trials:
+        trial.original = originals.get(trial.triplet_id) if trial.kind == "repeat" else None
         services.record_vote(
             session.token, index=trial.index, triplet_id=trial.triplet_id, side=side_of(trial),
             client_id=uuid.uuid4(), rt_ms=rt_ms, tab_id=who,
@@ -43,8 +46,8 @@ def careful(trial):
     """Picks the reference on sentinels, and the same stimulus again on repeats."""
     if trial.sentinel_side:
         return trial.sentinel_side
-    if trial.repeat_of:  # sides are swapped: the same stimulus is on the other side
-        return "right" if trial.repeat_of.index % 2 else "left"
+    if trial.original:  # sides are swapped: the same stimulus is on the other side
+        return "right" if trial.original.index % 2 else "left"
     return "left" if trial.index % 2 else "right"
 
 

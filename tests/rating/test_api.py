@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from rating.api import SessionOut, TrialOut, VoteOut
 from rating.models import RaterSession, Trial, Vote
 from studies.models import Study, Triplet
 
@@ -46,6 +47,20 @@ def test_a_session_gets_distinct_triplets_with_image_urls(client, ready_study):
     shown = {trial["left"], trial["right"]}
     assert shown == {triplet.p0.image.url, triplet.p1.image.url}
     assert trial["reference"] == triplet.patch.image.url
+
+
+def test_session_and_vote_answers_have_the_documented_shape(client, ready_study):
+    started = start(client, ready_study, "p-1").json()
+    assert SessionOut.model_validate(started).model_dump(mode="json") == started
+    fetched = client.get(f"/api/sessions/{started['session']}").json()
+    assert SessionOut.model_validate(fetched).model_dump(mode="json") == fetched
+    assert set(started) == set(SessionOut.model_fields)
+    assert set(started["trials"][0]) == set(TrialOut.model_fields)
+    reply = vote(client, started["session"], started["trials"][0])
+    assert VoteOut.model_validate(reply.json()).model_dump() == reply.json()
+    refused = vote(client, started["session"], {"index": 0, "triplet": "x"})
+    assert refused.status_code == 422
+    assert set(refused.json()) == {"detail", "reason"} and "triplet" in refused.json()["detail"]
 
 
 def test_the_same_participant_resumes_the_same_session(client, ready_study):
