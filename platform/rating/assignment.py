@@ -66,27 +66,35 @@ def _open_candidates(
     not_tried = f"AND t.id NOT IN ({', '.join(['%s'] * len(tried))})" if tried else ""
     open_rows = f"t.study_id = %s AND t.assigned < %s {not_tried}"
     open_params = [study_id, needed, *tried]
+    lowest = f"(SELECT MIN(t.assigned) FROM {table} t WHERE {open_rows})"
+    pivot = random.randrange(SHUFFLE_KEYS)
+    rows: list[tuple[int, int, int]] = []
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT MIN(t.assigned) FROM {table} t WHERE {open_rows}", open_params)
-        (level,) = cursor.fetchone()
-        if level is None:
-            return []
-        pivot = random.randrange(SHUFFLE_KEYS)
-        rows: list[tuple[int, int, int]] = []
         for where, params in (
-            ("t.assigned = %s AND t.shuffle >= %s ORDER BY t.shuffle", [level, pivot]),
-            ("t.assigned = %s AND t.shuffle < %s ORDER BY t.shuffle", [level, pivot]),
-            ("t.assigned > %s ORDER BY t.assigned, t.shuffle", [level]),
+            (f"t.assigned = {lowest} AND t.shuffle >= %s ORDER BY t.shuffle", [pivot]),
+            (f"t.assigned = {lowest} AND t.shuffle < %s ORDER BY t.shuffle", [pivot]),
+            (f"t.assigned > {lowest} ORDER BY t.assigned, t.shuffle", []),
         ):
             cursor.execute(
                 f"SELECT t.id, t.patch_id, p.source_id FROM {table} t "
                 f"JOIN {patches} p ON p.id = t.patch_id WHERE {open_rows} AND {where} LIMIT %s",
-                [*open_params, *params, limit - len(rows)],
+                [*open_params, *open_params, *params, limit - len(rows)],
             )
             rows += cursor.fetchall()
             if len(rows) >= limit:
                 break
     return rows
+
+
+def has_open_triplets(study: Study) -> bool:
+    """Whether any triplet of the study still has trials to hand out (one index probe)."""
+    table = connection.ops.quote_name(Triplet._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE study_id = %s AND assigned < %s LIMIT 1",
+            [study.pk, study.votes_per_triplet],
+        )
+        return cursor.fetchone() is not None
 
 
 def _count_out(picked: list[int], needed: int) -> list[Triplet]:

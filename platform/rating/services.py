@@ -21,6 +21,7 @@ from studies.models import Study
 
 from .assignment import (
     claim_triplets,
+    has_open_triplets,
     lay_out_trials,
     renew_released_trials,
     sweep_expired_trials,
@@ -280,15 +281,21 @@ def record_vote(
     """Store one vote. A replay of the same client id returns the stored vote unchanged.
 
     A new vote takes the fast path (one INSERT … SELECT). When that stores
-    nothing, this slower path reads the trial, its session and study to answer
-    precisely: a replay (found by its client id), a refusal, or a vote the fast
-    path could not take.
+    nothing, the vote is most often a replay (a retry whose answer was lost),
+    found with one lookup. Otherwise this slower path reads the trial, its
+    session and study to answer precisely: a refusal, a client id reused for
+    another trial, or a vote the fast path could not take.
     """
     if side not in Vote.Side.values:
         raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
     fast = _insert_vote_fast(token, index, triplet_id, side, client_id, rt_ms, display_mode, tab_id)
     if fast is not None:
         return RecordedVote(fast, created=True)
+    replay = Vote.objects.filter(
+        client_id=client_id, trial__session__token=token, trial__index=index
+    ).first()
+    if replay is not None:
+        return RecordedVote(replay, created=False)
     session = RaterSession.objects.select_related("study").filter(token=token).first()
     if session is None:
         raise RatingError("No such session.", 404, "no-session")
@@ -392,7 +399,7 @@ def finish_session(session: RaterSession) -> Completion:
 
 def close_if_complete(study: Study) -> bool:
     """A study whose every triplet has its regular votes closes to new raters."""
-    if study.triplets.filter(assigned__lt=study.votes_per_triplet).exists():
+    if has_open_triplets(study):
         return False  # trials still to hand out: the cheap, common answer
     regular_votes = Q(trials__kind=Trial.Kind.REGULAR, trials__vote__isnull=False)
     short = (
