@@ -269,9 +269,11 @@ def finish_session(request, token: uuid.UUID):
     """Close the session once every vote is in; return the code and where to send the rater."""
     done = services.finish_session(_session(token))
     mturk = {"submit_url": done.mturk_submit_url, "assignment_id": done.assignment_id}
-    return {
-        "completion_code": done.code,
-        "screened_out": done.screened_out,
-        "redirect_url": done.redirect_url,
-        "mturk": mturk if done.mturk_submit_url else None,
-    }
+    return JsonResponse(  # the shape of CompletionOut, held to it by the tests
+        {
+            "completion_code": done.code,
+            "screened_out": done.screened_out,
+            "redirect_url": done.redirect_url,
+            "mturk": mturk if done.mturk_submit_url else None,
+        }
+    )

@@ -5,6 +5,7 @@ Votes are idempotent on the client's id, so a retried POST never makes a
 second vote, and a vote that arrives after its lease ran out is kept, marked late.
 """
 
+import functools
 import hashlib
 import uuid
 from contextlib import nullcontext
@@ -172,22 +173,6 @@ class RecordedVote:
     created: bool
 
 
-# When this process last wrote each session's heartbeat, and for which tab: most votes
-# then need no second statement. Bounded; forgetting an entry only costs one UPDATE.
-_heartbeats: dict[uuid.UUID, tuple[datetime, str]] = {}
-_HEARTBEATS_KEPT = 20_000
-
-
-def _heartbeat_due(token: uuid.UUID, tab_id: str, now: datetime) -> bool:
-    last = _heartbeats.get(token)
-    if last is not None and last[1] == tab_id and now - last[0] < HEARTBEAT:
-        return False
-    if len(_heartbeats) >= _HEARTBEATS_KEPT:
-        _heartbeats.clear()
-    _heartbeats[token] = (now, tab_id)
-    return True
-
-
 def _insert_vote_fast(
     token: uuid.UUID,
     index: int,
@@ -204,56 +189,65 @@ def _insert_vote_fast(
     with that triplet, the session is open, no other tab holds it), and ON CONFLICT
     DO NOTHING leaves replays and second answers to the slow path. Returns None
     whenever the fast path stored nothing; ``record_vote`` then finds out why.
+    RETURNING also says whether the session's heartbeat is due (``_touch_session``),
+    so a vote needs a second statement only every HEARTBEAT or when the tab changed.
     The ORM path costs several times the database work here, and voting is the
     platform's hottest request.
     """
     now = timezone.now()
-    prep = connection.ops
-    vote_table, trial_table = Vote._meta.db_table, Trial._meta.db_table
-    session_table, study_table = RaterSession._meta.db_table, Study._meta.db_table
-    sql = f"""
-        INSERT INTO {vote_table} (trial_id, client_id, side, chose_p1, rt_ms, display_mode, late, created_at)
-        SELECT t.id, %s, %s, CASE WHEN t.p1_on_left = %s THEN TRUE ELSE FALSE END, %s,
-               CASE WHEN %s = '' THEN st.display_mode ELSE %s END, t.released, %s
-        FROM {trial_table} t
-        JOIN {session_table} s ON s.id = t.session_id
-        JOIN {study_table} st ON st.id = s.study_id
-        WHERE s.token = %s AND t.{prep.quote_name("index")} = %s AND t.triplet_id = %s
-          AND s.finished_at IS NULL
-          AND (st.duplicate_policy = %s OR s.active_tab = '' OR %s = ''
-               OR s.active_tab = %s OR s.last_seen_at < %s)
-        ON CONFLICT DO NOTHING
-        RETURNING id, chose_p1, late, display_mode
-    """  # noqa: S608 (table names come from the models, values are parameters)
-    uuid_field = Vote._meta.get_field("client_id")
     when = Vote._meta.get_field("created_at")
+    token_value = RaterSession._meta.get_field("token").get_db_prep_value(token, connection)
+    tab = tab_id[:64]
     params = [
-        uuid_field.get_db_prep_value(client_id, connection), side, side == "left", max(0.0, float(rt_ms)),
-        display_mode[:16], display_mode[:16], when.get_db_prep_value(now, connection),
-        RaterSession._meta.get_field("token").get_db_prep_value(token, connection), index, triplet_id,
-        Study.DuplicatePolicy.JOIN, tab_id[:64], tab_id[:64],
-        when.get_db_prep_value(now - ACTIVE_TAB_WINDOW, connection),
+        Vote._meta.get_field("client_id").get_db_prep_value(client_id, connection), side,
+        side == "left", max(0.0, float(rt_ms)), display_mode[:16], display_mode[:16],
+        when.get_db_prep_value(now, connection), token_value, index, triplet_id,
+        Study.DuplicatePolicy.JOIN, tab, tab, when.get_db_prep_value(now - ACTIVE_TAB_WINDOW, connection),
+        when.get_db_prep_value(now - HEARTBEAT, connection), tab, tab, token_value,
     ]  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_fast_vote_sql(), params)
         row = cursor.fetchone()
-        if row is None:
-            return None
-    _touch_session(token, tab_id, now)
-    vote_id, chose_p1, late, mode = row
+    if row is None:
+        return None
+    vote_id, chose_p1, late, mode, heartbeat_due = row
+    if heartbeat_due:
+        _touch_session(token, tab_id, now)
     return Vote(
         pk=vote_id, client_id=client_id, side=side, chose_p1=bool(chose_p1), rt_ms=max(0.0, float(rt_ms)),
         display_mode=mode, late=bool(late), created_at=now,
     )  # fmt: skip
 
 
-def _touch_session(token: uuid.UUID, tab_id: str, now: datetime) -> None:
-    """Heartbeat: note the session (and which tab) is alive, at most every HEARTBEAT per process.
+@functools.cache
+def _fast_vote_sql() -> str:
+    quote = connection.ops.quote_name
+    vote, trial = quote(Vote._meta.db_table), quote(Trial._meta.db_table)
+    session, study = quote(RaterSession._meta.db_table), quote(Study._meta.db_table)
+    return f"""
+        INSERT INTO {vote} (trial_id, client_id, side, chose_p1, rt_ms, display_mode, late, created_at)
+        SELECT t.id, %s, %s, CASE WHEN t.p1_on_left = %s THEN TRUE ELSE FALSE END, %s,
+               CASE WHEN %s = '' THEN st.display_mode ELSE %s END, t.released, %s
+        FROM {trial} t
+        JOIN {session} s ON s.id = t.session_id
+        JOIN {study} st ON st.id = s.study_id
+        WHERE s.token = %s AND t.{quote("index")} = %s AND t.triplet_id = %s
+          AND s.finished_at IS NULL
+          AND (st.duplicate_policy = %s OR s.active_tab = '' OR %s = ''
+               OR s.active_tab = %s OR s.last_seen_at < %s)
+        ON CONFLICT DO NOTHING
+        RETURNING id, chose_p1, late, display_mode,
+            (SELECT s.last_seen_at < %s OR (%s <> '' AND s.active_tab <> %s)
+             FROM {session} s WHERE s.token = %s)
+    """  # noqa: S608 (table names come from the models, values are parameters)
 
-    The UPDATE touches the row only when it is stale or another tab took over.
+
+def _touch_session(token: uuid.UUID, tab_id: str, now: datetime) -> None:
+    """Heartbeat: note the session (and which tab) is alive.
+
+    The UPDATE touches the row only when it is stale (older than HEARTBEAT) or
+    another tab took over.
     """
-    if not _heartbeat_due(token, tab_id, now):
-        return
     when = RaterSession._meta.get_field("last_seen_at")
     token_value = RaterSession._meta.get_field("token").get_db_prep_value(token, connection)
     tab = tab_id[:64]

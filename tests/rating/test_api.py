@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from rating.api import SessionOut, TrialOut, VoteOut
+from rating.api import CompletionOut, SessionOut, TrialOut, VoteOut
 from rating.models import RaterSession, Trial, Vote
 from studies.models import Study, Triplet
 
@@ -58,6 +58,10 @@ def test_session_and_vote_answers_have_the_documented_shape(client, ready_study)
     assert set(started["trials"][0]) == set(TrialOut.model_fields)
     reply = vote(client, started["session"], started["trials"][0])
     assert VoteOut.model_validate(reply.json()).model_dump() == reply.json()
+    for trial in started["trials"][1:]:
+        vote(client, started["session"], trial)
+    done = client.post(f"/api/sessions/{started['session']}/finish").json()
+    assert CompletionOut.model_validate(done).model_dump(mode="json") == done
     refused = vote(client, started["session"], {"index": 0, "triplet": "x"})
     assert refused.status_code == 422
     assert set(refused.json()) == {"detail", "reason"} and "triplet" in refused.json()["detail"]

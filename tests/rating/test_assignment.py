@@ -230,3 +230,23 @@ def test_votes_keep_the_session_alive_even_without_a_tab_id(ready_study):
     session.refresh_from_db()
     assert session.last_seen_at > stale + timedelta(minutes=28)
     assert assignment.release_expired_trials(ready_study) == 0
+
+
+def test_a_vote_is_one_statement_until_the_heartbeat_is_due(ready_study, django_assert_num_queries):
+    session = arrive(ready_study, "steady", tab="tab-1")
+    trials = list(session.trials.order_by("index"))
+    with django_assert_num_queries(1):  # fresh session, same tab: the INSERT says so
+        answer(session, trials[0], tab="tab-1")
+    stale = timezone.now() - services.HEARTBEAT - timedelta(seconds=1)
+    RaterSession.objects.filter(pk=session.pk).update(last_seen_at=stale)
+    with django_assert_num_queries(2):  # the heartbeat is due: one UPDATE more
+        answer(session, trials[1], tab="tab-1")
+    session.refresh_from_db()
+    assert session.last_seen_at > stale
+    with django_assert_num_queries(1):
+        answer(session, trials[2], tab="tab-1")
+    Study.objects.filter(pk=ready_study.pk).update(duplicate_policy=Study.DuplicatePolicy.JOIN)
+    with django_assert_num_queries(2):  # another tab took over: the UPDATE notes which
+        answer(session, trials[3], tab="tab-2")
+    session.refresh_from_db()
+    assert session.active_tab == "tab-2"
