@@ -6,17 +6,20 @@
 1. Drops and recreates a PostgreSQL database (``twoafc_bench``), migrates it and
    builds a READY study in-process (eager Celery, jpeg/webp at crop 256), sized
    so every rater's every session gets its full trials.
-2. Serves the app with gunicorn (gthread) on a free loopback port.
-3. Drives N concurrent simulated raters (asyncio + aiohttp, one keep-alive pool):
-   start a session, vote on each trial (random side, uuid client_id, rt_ms;
-   about 2 % of votes are sent twice with the same client_id), finish, start
-   another session, until the duration is up or the rater's session cap is met.
-   No images are fetched. Then the acknowledged votes are checked against the
-   database: lost (acked, absent), duplicated (a second row per trial or per
-   client id, or a replay answered as new).
-4. Serves ``bench/ceiling`` (the same settings plus ``POST /ceiling/``: one
-   INSERT) with the same gunicorn flags and drives it with the same client,
-   concurrency and duration. ratio = votes_per_s / ceiling_per_s.
+2. Serves the app, and ``bench/ceiling`` (the same settings plus ``POST /ceiling/``:
+   one INSERT), each with gunicorn (gthread, the same flags) on a free loopback port.
+3. Alternates windows between the two, ``--rounds`` of each, ``--duration`` seconds
+   per side in all: the machine's speed drifts over minutes, and alternating short
+   windows measures both sides under the same conditions. In the app's windows N
+   concurrent simulated raters (asyncio + aiohttp, one keep-alive pool) start a
+   session, vote on each trial (random side, uuid client_id, rt_ms; about 2 % of
+   votes are sent twice with the same client_id), finish, and start another, until
+   the run ends or the rater's session cap is met; between windows they wait, as
+   raters on a break. No images are fetched. In the ceiling's windows N clients post
+   to ``/ceiling/``. A window closes to new requests on time and ends when the
+   requests in flight have been answered. ratio = votes_per_s / ceiling_per_s.
+4. Checks the acknowledged votes against the database: lost (acked, absent),
+   duplicated (a second row per trial or per client id, or a replay answered as new).
 5. Below the target ratio (or with --profile), profiles the vote path in-process
    (cProfile over Django's test client) and counts its queries.
 6. Stops gunicorn and drops the database.
@@ -75,7 +78,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 raters, 10 s")
     parser.add_argument("--raters", type=int, default=None, help="concurrent raters (200)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per phase (30)")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per side, all rounds (30)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="windows per side, alternating")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     parser.add_argument("--keep-alive", type=int, default=10, help="gunicorn keep-alive seconds")
@@ -205,13 +211,14 @@ def stop(process: subprocess.Popen | None) -> None:
 
 
 class CpuMeter:
-    """CPU seconds of this client, the gunicorn tree and PostgreSQL over one phase."""
+    """CPU seconds of this client, one gunicorn tree and PostgreSQL over one side's windows."""
 
     def __init__(self, server: subprocess.Popen):
         import psutil
 
         self.psutil = psutil
         self.server = psutil.Process(server.pid)
+        self.spent = collections.Counter()  # summed over the windows
 
     def _sample(self) -> dict:
         psutil = self.psutil
@@ -238,12 +245,16 @@ class CpuMeter:
     def start(self) -> None:
         self.before = self._sample()
 
-    def stop(self) -> dict:
+    def stop(self) -> None:
         after = self._sample()
-        wall = after["wall"] - self.before["wall"]
+        for k in after:
+            self.spent[k] += after[k] - self.before[k]
+
+    def shares(self) -> dict:
+        """Each part's share of the machine's cores over this side's windows."""
         cores = self.psutil.cpu_count() or 1
         share = {
-            k: round((after[k] - self.before[k]) / wall / cores, 3)
+            k: round(self.spent[k] / self.spent["wall"] / cores, 3)
             for k in ("client", "server", "postgres", "busy")
         }
         share["other"] = round(
@@ -258,7 +269,6 @@ class CpuMeter:
 class Stats:
     def __init__(self):
         self.vote_lat: list[float] = []
-        self.vote_done: list[float] = []  # time.monotonic() of each acknowledged new vote
         self.start_lat: list[float] = []
         self.other_lat: list[float] = []
         self.errors = collections.Counter()
@@ -273,12 +283,47 @@ class Stats:
         self.sessions_finished = 0
         self.capped_raters = 0
         self.ok = 0  # ceiling
-        self.started = 0.0
+        self.elapsed = 0.0  # seconds of this side's windows
+        self.rounds: list[tuple[int, float]] = []  # (answered, seconds) per window
+
+    @property
+    def answered(self) -> int:
+        """New votes (the app) or inserts (the ceiling): what the throughput counts."""
+        return self.votes_new + self.ok
 
     def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] += 1
         if len(self.error_samples) < 8:
             self.error_samples.append(f"{kind}: {detail[:200]}")
+
+
+class Gate:
+    """Opens one side's window: its clients send while it is open and wait while it is
+    shut; ``drained`` waits for the requests in flight. Once ``end``ed, ``wait`` is False."""
+
+    def __init__(self):
+        self.is_open = asyncio.Event()
+        self.in_flight = 0
+        self.ended = False
+
+    async def wait(self) -> bool:
+        await self.is_open.wait()
+        return not self.ended
+
+    async def post(self, http, url: str, body: dict) -> tuple[int, dict | None, float]:
+        self.in_flight += 1
+        try:
+            return await post(http, url, body)
+        finally:
+            self.in_flight -= 1
+
+    async def drained(self) -> None:
+        while self.in_flight:
+            await asyncio.sleep(0.002)
+
+    def end(self) -> None:
+        self.ended = True
+        self.is_open.set()
 
 
 async def post(http, url: str, body: dict) -> tuple[int, dict | None, float]:
@@ -295,14 +340,14 @@ async def post(http, url: str, body: dict) -> tuple[int, dict | None, float]:
     return response.status, payload, elapsed
 
 
-async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) -> None:
+async def rater(http, base: str, n: int, args, gate: Gate, stats: Stats) -> None:
     rng = random.Random(args.seed * 100_003 + n)
     for k in range(args.max_sessions):
-        if time.monotonic() >= deadline:
+        if not await gate.wait():
             return
         participant = f"bench-{n}" if k == 0 else f"bench-{n}-{k}"
         try:
-            status, body, elapsed = await post(
+            status, body, elapsed = await gate.post(
                 http,
                 f"{base}/api/studies/{STUDY_SLUG}/sessions",
                 {"participant_id": participant, "tab_id": str(n)},
@@ -318,7 +363,7 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
         token = body["session"]
         answered = 0
         for trial in body["trials"]:
-            if time.monotonic() >= deadline:
+            if not await gate.wait():
                 return
             vote = {
                 "index": trial["index"],
@@ -331,7 +376,7 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
             }
             url = f"{base}/api/sessions/{token}/votes"
             try:
-                status, reply, elapsed = await post(http, url, vote)
+                status, reply, elapsed = await gate.post(http, url, vote)
             except Exception as error:  # noqa: BLE001
                 stats.error(f"vote:{type(error).__name__}", str(error))
                 continue
@@ -343,13 +388,12 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
             answered += 1
             if status == 201:
                 stats.votes_new += 1
-                stats.vote_done.append(time.monotonic())
             else:
                 stats.votes_first_200 += 1
             if rng.random() < args.replay_rate:
                 stats.replays_sent += 1
                 try:
-                    status, reply, elapsed = await post(http, url, vote)
+                    status, reply, elapsed = await gate.post(http, url, vote)
                 except Exception as error:  # noqa: BLE001
                     stats.error(f"replay:{type(error).__name__}", str(error))
                     continue
@@ -360,9 +404,10 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
                     stats.replays_created += 1
                 else:
                     stats.error(f"replay:{status}", json.dumps(reply))
-        if answered == len(body["trials"]):
+        if answered == len(body["trials"]) and await gate.wait():
+            url = f"{base}/api/sessions/{token}/finish"
             try:
-                status, reply, elapsed = await post(http, f"{base}/api/sessions/{token}/finish", {})
+                status, reply, elapsed = await gate.post(http, url, {})
             except Exception as error:  # noqa: BLE001
                 stats.error(f"finish:{type(error).__name__}", str(error))
                 continue
@@ -374,19 +419,20 @@ async def rater(http, base: str, n: int, args, deadline: float, stats: Stats) ->
     stats.capped_raters += 1
 
 
-async def ceiling_client(http, base: str, n: int, deadline: float, stats: Stats, cap: int) -> None:
-    for i in range(cap):
-        if time.monotonic() >= deadline:
-            return
+async def ceiling_client(http, base: str, n: int, gate: Gate, stats: Stats) -> None:
+    i = 0
+    while await gate.wait():
+        i += 1
         try:
-            status, reply, elapsed = await post(http, f"{base}/ceiling/", {"payload": f"{n}:{i}"})
+            status, reply, elapsed = await gate.post(
+                http, f"{base}/ceiling/", {"payload": f"{n}:{i}"}
+            )
         except Exception as error:  # noqa: BLE001
             stats.error(f"ceiling:{type(error).__name__}", str(error))
             continue
         if status == 201:
             stats.ok += 1
             stats.vote_lat.append(elapsed)
-            stats.vote_done.append(time.monotonic())
         else:
             stats.error(f"ceiling:{status}", json.dumps(reply))
 
@@ -405,35 +451,44 @@ async def warm_up(http, base: str, concurrency: int) -> None:
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(concurrency))), 60)
 
 
-def second_half_rate(stats: Stats, args) -> float:
-    """Per second over the phase's second half: past the burst of session starts."""
-    begin = stats.started + args.duration / 2
-    end = stats.started + args.duration
-    return sum(1 for t in stats.vote_done if begin <= t < end) / (end - begin)
-
-
-async def drive(args, base: str, phase: str, meter: CpuMeter) -> tuple[Stats, float]:
+async def drive(args, sides: dict[str, tuple[str, CpuMeter]]) -> dict[str, Stats]:
+    """Alternate windows between the app ("votes") and the ceiling, ``args.rounds`` each."""
     import aiohttp
 
-    stats = Stats()
-    connector = aiohttp.TCPConnector(limit=args.raters + 8, limit_per_host=0, force_close=False)
+    stats = {side: Stats() for side in sides}
+    gates = {side: Gate() for side in sides}
+    connector = aiohttp.TCPConnector(limit=2 * args.raters + 16, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        await warm_up(http, base, args.raters)
-        meter.start()
-        started = stats.started = time.monotonic()
-        deadline = started + args.duration
-        if phase == "votes":
-            tasks = [rater(http, base, n, args, deadline, stats) for n in range(args.raters)]
-        else:
-            cap = 1_000_000  # bounded in count as well as time
-            tasks = [
-                ceiling_client(http, base, n, deadline, stats, cap) for n in range(args.raters)
-            ]
-        # In-flight requests at the deadline finish (each within REQUEST_TIMEOUT_S).
-        await asyncio.wait_for(asyncio.gather(*tasks), args.duration + REQUEST_TIMEOUT_S + 30)
-        elapsed = time.monotonic() - started
-    return stats, elapsed
+        for base, _ in sides.values():
+            await warm_up(http, base, args.raters)
+        votes_base, ceiling_base = sides["votes"][0], sides["ceiling"][0]
+        clients = [rater(http, votes_base, n, args, gates["votes"], stats["votes"])
+                   for n in range(args.raters)]  # fmt: skip
+        clients += [ceiling_client(http, ceiling_base, n, gates["ceiling"], stats["ceiling"])
+                    for n in range(args.raters)]  # fmt: skip
+        running = asyncio.gather(*clients)
+        window = args.duration / args.rounds
+        for _ in range(args.rounds):
+            for side, (_, meter) in sides.items():
+                gate, side_stats = gates[side], stats[side]
+                before = side_stats.answered
+                meter.start()
+                opened = time.monotonic()
+                gate.is_open.set()
+                await asyncio.sleep(window)
+                gate.is_open.clear()
+                # Requests in flight finish (each within REQUEST_TIMEOUT_S) inside the window.
+                await asyncio.wait_for(gate.drained(), REQUEST_TIMEOUT_S + 30)
+                elapsed = time.monotonic() - opened
+                meter.stop()
+                side_stats.elapsed += elapsed
+                side_stats.rounds.append((side_stats.answered - before, elapsed))
+                log(f"  {side}: {(side_stats.answered - before) / elapsed:.1f}/s")
+        for gate in gates.values():
+            gate.end()
+        await asyncio.wait_for(running, REQUEST_TIMEOUT_S + 30)
+    return stats
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -600,15 +655,30 @@ def profile_vote_path(args) -> dict:
 # --- main -----------------------------------------------------------------------------
 
 
-def run_phase(args, settings_module: str, phase: str) -> tuple[Stats, float, dict]:
-    server, base = start_gunicorn(args, settings_module)
+def run_alternating(args) -> tuple[dict[str, Stats], dict[str, dict]]:
+    """Serve the app and the ceiling side by side and drive them in alternating windows."""
+    servers = []
     try:
-        meter = CpuMeter(server)
-        stats, elapsed = asyncio.run(drive(args, base, phase, meter))
-        cpu = meter.stop()
+        sides = {}
+        for side, settings_module in (
+            ("votes", "twoafc.settings"),
+            ("ceiling", "ceiling.settings"),
+        ):
+            server, base = start_gunicorn(args, settings_module)
+            servers.append(server)
+            sides[side] = (base, CpuMeter(server))
+        stats = asyncio.run(drive(args, sides))
     finally:
-        stop(server)
-    return stats, elapsed, cpu
+        for server in servers:
+            stop(server)
+    return stats, {side: meter.shares() for side, (_, meter) in sides.items()}
+
+
+def round_ratios(votes: Stats, ceiling: Stats) -> list[float]:
+    return [
+        round((v / v_s) / (c / c_s), 3) if c else 0.0
+        for (v, v_s), (c, c_s) in zip(votes.rounds, ceiling.rounds, strict=True)
+    ]
 
 
 def main() -> int:
@@ -626,27 +696,26 @@ def main() -> int:
         setup_django((BENCH,))
         study = build_study(args)
 
-        log(f"votes: {args.raters} raters for {args.duration:g} s ...")
-        votes, elapsed, cpu_votes = run_phase(args, "twoafc.settings", "votes")
+        log(
+            f"{args.raters} raters and {args.raters} ceiling clients, {args.rounds} windows "
+            f"of {args.duration / args.rounds:g} s each ..."
+        )
+        both, cpu = run_alternating(args)
+        votes, ceiling = both["votes"], both["ceiling"]
         checks = check_votes(votes)
-        log(f"ceiling: {args.raters} clients for {args.duration:g} s ...")
-        ceiling, ceiling_elapsed, cpu_ceiling = run_phase(args, "ceiling.settings", "ceiling")
 
+        elapsed, ceiling_elapsed = votes.elapsed, ceiling.elapsed
         votes_per_s = votes.votes_new / elapsed
         ceiling_per_s = ceiling.ok / ceiling_elapsed
         ratio = votes_per_s / ceiling_per_s if ceiling_per_s else 0.0
-        ceiling_half = second_half_rate(ceiling, args)
-        ratio_half = second_half_rate(votes, args) / ceiling_half if ceiling_half else 0.0
         errors = sum(votes.errors.values())
         result.update(
             {
                 "votes_per_s": round(votes_per_s, 1),
                 "ceiling_per_s": round(ceiling_per_s, 1),
                 "ratio": round(ratio, 3),
-                # Past the start-up burst (every rater starts a session at once):
-                "votes_per_s_2nd_half": round(second_half_rate(votes, args), 1),
-                "ceiling_per_s_2nd_half": round(ceiling_half, 1),
-                "ratio_2nd_half": round(ratio_half, 3),
+                # Window by window; the first holds the burst of every rater's first start.
+                "ratio_by_round": round_ratios(votes, ceiling),
                 "p50_ms": percentile(votes.vote_lat, 50),
                 "p99_ms": percentile(votes.vote_lat, 99),
                 "errors": errors,
@@ -654,6 +723,7 @@ def main() -> int:
                 "duplicated": checks["duplicated"],
                 "duration_s": round(elapsed, 2),
                 "ceiling_duration_s": round(ceiling_elapsed, 2),
+                "rounds": args.rounds,
                 "workers": args.workers,
                 "threads": args.threads,
                 "worker_class": "gthread",
@@ -674,8 +744,8 @@ def main() -> int:
                 "ceiling_p50_ms": percentile(ceiling.vote_lat, 50),
                 "ceiling_p99_ms": percentile(ceiling.vote_lat, 99),
                 "ceiling_errors": sum(ceiling.errors.values()),
-                "votes_cpu": cpu_votes,
-                "ceiling_cpu": cpu_ceiling,
+                "votes_cpu": cpu["votes"],
+                "ceiling_cpu": cpu["ceiling"],
                 "study": study,
                 "loadavg_1m_before": round(load_before, 2),
             }
