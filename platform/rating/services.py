@@ -34,6 +34,9 @@ ACTIVE_TAB_WINDOW = timedelta(seconds=90)
 # How stale a session's last_seen_at may get before a vote refreshes it (well under
 # the tab window and the lease, so neither notices).
 HEARTBEAT = timedelta(seconds=15)
+# Plain values of choices the vote path compares with on every request.
+SIDES = frozenset(Vote.Side.values)
+JOIN_TABS = Study.DuplicatePolicy.JOIN.value
 
 
 class RatingError(Exception):
@@ -169,8 +172,13 @@ def _held_by_other_tab(session: RaterSession, tab_id: str) -> bool:
 
 @dataclass(frozen=True)
 class RecordedVote:
-    vote: Vote
-    created: bool
+    vote_id: int
+    created: bool  # False: a replay of a vote already stored
+    late: bool  # the trial's lease had run out
+
+    @classmethod
+    def of(cls, vote: Vote, created: bool) -> "RecordedVote":
+        return cls(vote.pk, created, vote.late)
 
 
 def _insert_vote_fast(
@@ -182,7 +190,7 @@ def _insert_vote_fast(
     rt_ms: float,
     display_mode: str,
     tab_id: str,
-) -> Vote | None:
+) -> RecordedVote | None:
     """The common case in one statement: INSERT … SELECT from the trial, its session and study.
 
     The SELECT carries every check of the slow path (the trial exists at that index
@@ -195,28 +203,26 @@ def _insert_vote_fast(
     platform's hottest request.
     """
     now = timezone.now()
-    when = Vote._meta.get_field("created_at")
-    token_value = RaterSession._meta.get_field("token").get_db_prep_value(token, connection)
+    # Adapted as the fields would (UUIDs as text where the database has no uuid type),
+    # without the fields' per-call checks: this runs on every vote.
+    as_uuid = (lambda u: u) if connection.features.has_native_uuid_field else (lambda u: u.hex)
+    as_time = connection.ops.adapt_datetimefield_value
+    token_value = as_uuid(token)
     tab = tab_id[:64]
     params = [
-        Vote._meta.get_field("client_id").get_db_prep_value(client_id, connection), side,
-        side == "left", max(0.0, float(rt_ms)), display_mode[:16], display_mode[:16],
-        when.get_db_prep_value(now, connection), token_value, index, triplet_id,
-        Study.DuplicatePolicy.JOIN, tab, tab, when.get_db_prep_value(now - ACTIVE_TAB_WINDOW, connection),
-        when.get_db_prep_value(now - HEARTBEAT, connection), tab, tab, token_value,
+        as_uuid(client_id), side, side == "left", max(0.0, float(rt_ms)), display_mode[:16],
+        display_mode[:16], as_time(now), token_value, index, triplet_id, JOIN_TABS, tab, tab,
+        as_time(now - ACTIVE_TAB_WINDOW), as_time(now - HEARTBEAT), tab, tab, token_value,
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(_fast_vote_sql(), params)
         row = cursor.fetchone()
     if row is None:
         return None
-    vote_id, chose_p1, late, mode, heartbeat_due = row
+    vote_id, late, heartbeat_due = row
     if heartbeat_due:
         _touch_session(token, tab_id, now)
-    return Vote(
-        pk=vote_id, client_id=client_id, side=side, chose_p1=bool(chose_p1), rt_ms=max(0.0, float(rt_ms)),
-        display_mode=mode, late=bool(late), created_at=now,
-    )  # fmt: skip
+    return RecordedVote(vote_id, created=True, late=bool(late))
 
 
 @functools.cache
@@ -236,7 +242,7 @@ def _fast_vote_sql() -> str:
           AND (st.duplicate_policy = %s OR s.active_tab = '' OR %s = ''
                OR s.active_tab = %s OR s.last_seen_at < %s)
         ON CONFLICT DO NOTHING
-        RETURNING id, chose_p1, late, display_mode,
+        RETURNING id, late,
             (SELECT s.last_seen_at < %s OR (%s <> '' AND s.active_tab <> %s)
              FROM {session} s WHERE s.token = %s)
     """  # noqa: S608 (table names come from the models, values are parameters)
@@ -280,16 +286,16 @@ def record_vote(
     session and study to answer precisely: a refusal, a client id reused for
     another trial, or a vote the fast path could not take.
     """
-    if side not in Vote.Side.values:
+    if side not in SIDES:
         raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
     fast = _insert_vote_fast(token, index, triplet_id, side, client_id, rt_ms, display_mode, tab_id)
     if fast is not None:
-        return RecordedVote(fast, created=True)
+        return fast
     replay = Vote.objects.filter(
         client_id=client_id, trial__session__token=token, trial__index=index
     ).first()
     if replay is not None:
-        return RecordedVote(replay, created=False)
+        return RecordedVote.of(replay, created=False)
     session = RaterSession.objects.select_related("study").filter(token=token).first()
     if session is None:
         raise RatingError("No such session.", 404, "no-session")
@@ -325,7 +331,7 @@ def record_vote(
             session, client_id, index, "This trial has already been answered.", "answered"
         )
     _touch_session(token, tab_id, timezone.now())
-    return RecordedVote(vote, created=True)
+    return RecordedVote.of(vote, created=True)
 
 
 def _replay_or_refuse(
@@ -334,7 +340,7 @@ def _replay_or_refuse(
     replay = _replayed(session, client_id, index)
     if replay is None:
         raise RatingError(message, 409, reason)
-    return RecordedVote(replay, created=False)
+    return RecordedVote.of(replay, created=False)
 
 
 def _replayed(session: RaterSession, client_id: uuid.UUID, index: int) -> Vote | None:

@@ -115,7 +115,7 @@ def test_an_idle_session_gives_its_trials_back_and_gets_them_again_on_return(rea
     returned = arrive(ready_study, "idle")
     assert returned.pk == idle.pk and returned.trials.count() == 1
     late = Trial.objects.get(session=second, index=0)
-    assert not answer(second, late).vote.late
+    assert not answer(second, late).late
 
 
 def test_a_vote_on_a_released_trial_is_kept_and_marked_late(ready_study):
@@ -127,7 +127,7 @@ def test_a_vote_on_a_released_trial_is_kept_and_marked_late(ready_study):
     trial = session.trials.get(index=5)
     session.refresh_from_db()
     recorded = answer(session, trial)
-    assert recorded.created and recorded.vote.late
+    assert recorded.created and recorded.late
 
 
 def test_the_study_closes_when_every_triplet_has_its_votes(ready_study):
