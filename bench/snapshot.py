@@ -122,14 +122,14 @@ def seed_sessions(study, raters: int, rng: random.Random) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from rating.assignment import lay_out_trials
+    from rating.assignment import Claimed, lay_out_trials
     from rating.models import RaterSession
     from rating.services import rater_hash
 
-    triplet_ids = list(study.triplets.values_list("pk", flat=True))
+    triplets = list(study.triplets.values_list("pk", "patch_id"))
     regular = study.trials_per_session
-    if len(triplet_ids) < regular:
-        raise RuntimeError(f"{len(triplet_ids)} triplets, fewer than {regular} per session")
+    if len(triplets) < regular:
+        raise RuntimeError(f"{len(triplets)} triplets, fewer than {regular} per session")
     now = timezone.now()
     for first in range(0, raters, SESSIONS_PER_COMMIT):
         with transaction.atomic():
@@ -146,17 +146,13 @@ def seed_sessions(study, raters: int, rng: random.Random) -> None:
                 for n in range(first, min(raters, first + SESSIONS_PER_COMMIT))
             )
             for session in sessions:
-                chosen = [_triplet(pk, rng) for pk in rng.sample(triplet_ids, regular)]
+                # What claim_triplets would hand lay_out_trials.
+                chosen = [
+                    Claimed(pk, patch_id, p1_on_left=rng.random() < 0.5)
+                    for pk, patch_id in rng.sample(triplets, regular)
+                ]
                 lay_out_trials(session, chosen)
         log(f"  sessions: {min(raters, first + SESSIONS_PER_COMMIT)}/{raters}")
-
-
-def _triplet(pk: int, rng: random.Random):
-    from studies.models import Triplet
-
-    triplet = Triplet(pk=pk)
-    triplet.p1_on_left = rng.random() < 0.5  # what claim_triplets hands lay_out_trials
-    return triplet
 
 
 def seed_votes(study, rng: random.Random) -> int:
