@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import envbool, envint, envlist, envstr
+from .env import envbool, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(envstr("TWOAFC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -80,13 +80,13 @@ if _database_url:
             # TWOAFC_DB_PREPARED=0 behind a pooler that cannot keep prepared statements
             # (PgBouncer in transaction mode before 1.21).
             _pg_options.update(server_side_binding=True, prepare_threshold=5)
-        _random_page_cost = envstr("TWOAFC_DB_RANDOM_PAGE_COST", "1.1")
-        if _random_page_cost:
+        _random_page_cost = envfloat("TWOAFC_DB_RANDOM_PAGE_COST", 1.1)
+        if _random_page_cost is not None:
             # The rater path reads a few rows by key from tables that stay in memory. At
             # PostgreSQL's default (4, for spinning disks) the planner reads a session's
             # trials with hash joins that scan the whole vote and triplet tables until
             # they hold hundreds of thousands of rows: several times slower per start.
-            _pg_options["options"] = f"-c random_page_cost={float(_random_page_cost)}"
+            _pg_options["options"] = f"-c random_page_cost={_random_page_cost}"
 else:
     DATABASES = {
         "default": {
