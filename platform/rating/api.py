@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from ninja import Router, Schema
 
-from studies.models import Study
+from studies.models import Study, Triplet
 
 from . import services
 from .models import RaterSession, Trial
@@ -132,12 +132,9 @@ class Error(Schema):
 ERRORS = {400: Error, 403: Error, 404: Error, 409: Error, 410: Error, 422: Error}
 
 
-# What the trial list shows, read as plain values: model instances would cost more than the query.
-SESSION_TRIAL_FIELDS = (
-    "index", "kind", "triplet_id", "p1_on_left", "sentinel_side",
-    "triplet__patch__image", "triplet__p0__image", "triplet__p0__bpp",
-    "triplet__p1__image", "triplet__p1__bpp", "vote__id",
-)  # fmt: skip
+# What the trial list reads of each trial, as plain values: model instances would cost more
+# than the query.
+SESSION_TRIAL_FIELDS = ("index", "kind", "triplet_id", "p1_on_left", "sentinel_side", "vote__id")
 
 
 def _session(token: uuid.UUID) -> RaterSession:
@@ -168,28 +165,56 @@ def _forget_media_urls(setting, **kwargs):
         _media_urls.clear()
 
 
+# Per study, the images and bitrates each triplet shows. A ready study's triplets do not
+# change, so each process reads a triplet once rather than joining four tables on every
+# start. Keyed by creation time too: a test database may hand a new study an old study's pk.
+_shown: dict[tuple[int, object], dict[int, tuple]] = {}
+SHOWN_KEPT = 200_000
+
+
+def _triplets_shown(study, triplet_ids) -> dict[int, tuple]:
+    """(reference, p0 image, p0 bpp, p1 image, p1 bpp) of each triplet."""
+    known = _shown.setdefault((study.pk, study.created_at), {})
+    missing = {pk for pk in triplet_ids if pk not in known}
+    if missing:
+        if sum(map(len, _shown.values())) + len(missing) > SHOWN_KEPT:
+            _shown.clear()
+            known = _shown.setdefault((study.pk, study.created_at), {})
+        for pk, *shown in Triplet.objects.filter(pk__in=missing).values_list(
+            "pk", "patch__image", "p0__image", "p0__bpp", "p1__image", "p1__bpp"
+        ):
+            known[pk] = tuple(shown)
+    return known
+
+
 def _session_out(session: RaterSession) -> dict:
     """The session as ``SessionOut`` describes it. Returned as it is, not validated against
-    the schema on every start (a few dozen trials each): the tests hold it to the schema."""
+    the schema on every start (a few dozen trials each): the tests hold it to the schema.
+
+    A session just started lists the trials it laid out; otherwise they are read back,
+    with which are answered."""
+    if session.laid_out is not None:
+        trials = [(index, t.kind, t.triplet_id, t.p1_on_left, t.sentinel_side, None)
+                  for index, t in enumerate(session.laid_out)]  # fmt: skip
+    else:
+        trials = list(session.trials.order_by("index").values_list(*SESSION_TRIAL_FIELDS))
+    study = session.study
+    shown = _triplets_shown(study, {trial[2] for trial in trials})
     url = _media_url
     rows = []
-    for trial in session.trials.order_by("index").values_list(*SESSION_TRIAL_FIELDS, named=True):
-        images = {"ref": trial.triplet__patch__image, "p0": trial.triplet__p0__image,
-                  "p1": trial.triplet__p1__image}  # fmt: skip
-        left, right = Trial.shown(
-            trial.kind, trial.p1_on_left, trial.sentinel_side,
-            trial.triplet__p0__bpp, trial.triplet__p1__bpp,
-        )  # fmt: skip
+    for index, kind, triplet_id, p1_on_left, sentinel_side, vote_id in trials:
+        ref, p0, p0_bpp, p1, p1_bpp = shown[triplet_id]
+        images = {"ref": ref, "p0": p0, "p1": p1}
+        left, right = Trial.shown(kind, p1_on_left, sentinel_side, p0_bpp, p1_bpp)
         rows.append({
-            "index": trial.index,
-            "practice": trial.kind == Trial.Kind.PRACTICE,
-            "triplet": trial.triplet_id,
-            "reference": url(trial.triplet__patch__image),
+            "index": index,
+            "practice": kind == Trial.Kind.PRACTICE,
+            "triplet": triplet_id,
+            "reference": url(ref),
             "left": url(images[left]),
             "right": url(images[right]),
-            "answered": trial.vote__id is not None,
+            "answered": vote_id is not None,
         })  # fmt: skip
-    study = session.study
     return {
         "session": session.token,
         "study": study.slug,

@@ -168,8 +168,10 @@ def _spread(
     return (picked + rest)[:count]
 
 
-def lay_out_trials(session: RaterSession, regular: list[Claimed]) -> None:
-    """Practice first, then the regular trials with sentinels and repeats mixed in."""
+def lay_out_trials(session: RaterSession, regular: list[Claimed]) -> list[PlannedTrial]:
+    """Practice first, then the regular trials with sentinels and repeats mixed in.
+
+    Inserts them and returns them in index order."""
     study = session.study
     rng = random.Random(session.token.int)
     rng.shuffle(regular)
@@ -190,7 +192,9 @@ def lay_out_trials(session: RaterSession, regular: list[Claimed]) -> None:
         main.insert(rng.randrange(after, len(main) + 1), PlannedTrial(
             Trial.Kind.REPEAT, original.triplet_id, not original.p1_on_left
         ))  # fmt: skip
-    _insert_trials(session.pk, trials + main)
+    trials += main
+    _insert_trials(session.pk, trials)
+    return trials
 
 
 # Rows per INSERT: well under SQLite's 999 parameters at 7 per row.

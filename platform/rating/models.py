@@ -58,6 +58,9 @@ class RaterSession(models.Model):
     quality_override = models.CharField(
         max_length=8, choices=QualityOverride.choices, default=QualityOverride.AUTO
     )
+    # Not stored: the trials of a session just started, in index order, as the assignment
+    # engine laid them out (so its first listing needs no read back).
+    laid_out = None
 
     class Meta:
         ordering = ["-started_at"]

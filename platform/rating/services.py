@@ -107,7 +107,8 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
                 raise RatingError(
                     "This study has all the responses it needs. Thank you!", 410, "full"
                 )
-            lay_out_trials(session, regular)
+            # Kept on the instance: the answer to the start lists them without reading back.
+            session.laid_out = lay_out_trials(session, regular)
     except IntegrityError:
         return resume_session(RaterSession.objects.get(study=study, rater_hash=hashed), arrival)
     return session

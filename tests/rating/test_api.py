@@ -53,7 +53,7 @@ def test_session_and_vote_answers_have_the_documented_shape(client, ready_study)
     started = start(client, ready_study, "p-1").json()
     assert SessionOut.model_validate(started).model_dump(mode="json") == started
     fetched = client.get(f"/api/sessions/{started['session']}").json()
-    assert SessionOut.model_validate(fetched).model_dump(mode="json") == fetched
+    assert fetched == started  # listed as laid out at the start, as read back later
     assert set(started) == set(SessionOut.model_fields)
     assert set(started["trials"][0]) == set(TrialOut.model_fields)
     reply = vote(client, started["session"], started["trials"][0])
