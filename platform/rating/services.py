@@ -282,27 +282,24 @@ def record_vote(
     """Store one vote. A replay of the same client id returns the stored vote unchanged.
 
     A new vote takes the fast path (one INSERT … SELECT). When that stores
-    nothing, the vote is most often a replay (a retry whose answer was lost),
-    found with one lookup. Otherwise this slower path reads the trial, its
-    session and study to answer precisely: a refusal, a client id reused for
-    another trial, or a vote the fast path could not take.
+    nothing, the vote is most often a replay (a retry whose answer was lost), found
+    with one lookup that also refuses a client id reused for another trial.
+    Otherwise this slower path reads the trial, its session and study to answer
+    precisely: a refusal, or a vote the fast path could not take.
     """
     if side not in SIDES:
         raise RatingError("side must be 'left' or 'right'.", 422, "invalid")
     fast = _insert_vote_fast(token, index, triplet_id, side, client_id, rt_ms, display_mode, tab_id)
     if fast is not None:
         return fast
-    replay = Vote.objects.filter(
-        client_id=client_id, trial__session__token=token, trial__index=index
-    ).first()
+    replay = _replayed(token, client_id, index)
     if replay is not None:
         return RecordedVote.of(replay, created=False)
     session = RaterSession.objects.select_related("study").filter(token=token).first()
     if session is None:
         raise RatingError("No such session.", 404, "no-session")
     if session.is_finished:
-        ended = "This session has ended; no more votes are taken."
-        return _replay_or_refuse(session, client_id, index, ended, "ended")
+        raise RatingError("This session has ended; no more votes are taken.", 409, "ended")
     study = session.study
     if study.duplicate_policy == Study.DuplicatePolicy.REFUSE and _held_by_other_tab(
         session, tab_id
@@ -328,27 +325,21 @@ def record_vote(
                 late=trial.released,
             )
     except IntegrityError:
-        return _replay_or_refuse(
-            session, client_id, index, "This trial has already been answered.", "answered"
-        )
+        # The same vote may have landed from a concurrent retry since the lookup above.
+        replay = _replayed(token, client_id, index)
+        if replay is None:
+            raise RatingError("This trial has already been answered.", 409, "answered") from None
+        return RecordedVote.of(replay, created=False)
     _touch_session(token, tab_id, timezone.now())
     return RecordedVote.of(vote, created=True)
 
 
-def _replay_or_refuse(
-    session: RaterSession, client_id: uuid.UUID, index: int, message: str, reason: str
-):
-    replay = _replayed(session, client_id, index)
-    if replay is None:
-        raise RatingError(message, 409, reason)
-    return RecordedVote.of(replay, created=False)
-
-
-def _replayed(session: RaterSession, client_id: uuid.UUID, index: int) -> Vote | None:
-    vote = Vote.objects.select_related("trial").filter(client_id=client_id).first()
+def _replayed(token: uuid.UUID, client_id: uuid.UUID, index: int) -> Vote | None:
+    """The vote stored under ``client_id``, if any; refused when it was for another trial."""
+    vote = Vote.objects.select_related("trial__session").filter(client_id=client_id).first()
     if vote is None:
         return None
-    if vote.trial.session_id != session.pk or vote.trial.index != index:
+    if vote.trial.session.token != token or vote.trial.index != index:
         raise RatingError("That client id was already used for another vote.", 409, "reused-id")
     return vote
 
