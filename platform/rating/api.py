@@ -17,9 +17,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from ninja import Router, Schema
 
-from studies.models import Study, Triplet
+from studies.models import Study
 
 from . import services
+from .assignment import triplets_shown
 from .models import RaterSession, Trial
 
 router = Router(tags=["rating"])
@@ -165,32 +166,6 @@ def _forget_media_urls(setting, **kwargs):
         _media_urls.clear()
 
 
-# Per study, the images and bitrates each triplet shows. A ready study's triplets do not
-# change, so each process reads them once (the first SHOWN_FIRST_READ in one query, any
-# others as sessions meet them) rather than joining four tables on every start. Keyed by
-# creation time too: a test database may hand a new study an old study's pk.
-_shown: dict[tuple[int, object], dict[int, tuple]] = {}
-SHOWN_FIRST_READ = 20_000
-SHOWN_KEPT = 200_000
-SHOWN_FIELDS = ("pk", "patch__image", "p0__image", "p0__bpp", "p1__image", "p1__bpp")
-
-
-def _triplets_shown(study, triplet_ids) -> dict[int, tuple]:
-    """(reference, p0 image, p0 bpp, p1 image, p1 bpp) of each triplet."""
-    key = (study.pk, study.created_at)
-    if sum(map(len, _shown.values())) > SHOWN_KEPT:
-        _shown.clear()
-    known = _shown.get(key)
-    if known is None:
-        rows = study.triplets.order_by("pk").values_list(*SHOWN_FIELDS)[:SHOWN_FIRST_READ]
-        known = _shown[key] = {pk: tuple(shown) for pk, *shown in rows}
-    missing = {pk for pk in triplet_ids if pk not in known}
-    if missing:
-        for pk, *shown in Triplet.objects.filter(pk__in=missing).values_list(*SHOWN_FIELDS):
-            known[pk] = tuple(shown)
-    return known
-
-
 def _session_out(session: RaterSession) -> dict:
     """The session as ``SessionOut`` describes it. Returned as it is, not validated against
     the schema on every start (a few dozen trials each): the tests hold it to the schema.
@@ -203,7 +178,7 @@ def _session_out(session: RaterSession) -> dict:
     else:
         trials = list(session.trials.order_by("index").values_list(*SESSION_TRIAL_FIELDS))
     study = session.study
-    shown = _triplets_shown(study, {trial[2] for trial in trials})
+    shown = triplets_shown(study, {trial[2] for trial in trials})
     url = _media_url
     rows = []
     for index, kind, triplet_id, p1_on_left, sentinel_side, vote_id in trials:

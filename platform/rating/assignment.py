@@ -10,6 +10,7 @@ the reference itself) and repeats (an earlier trial with the sides swapped);
 none of them counts towards a triplet's votes.
 """
 
+import itertools
 import random
 import time
 from dataclasses import dataclass
@@ -223,20 +224,38 @@ def _practice_triplets(study: Study, exclude: set[int], rng: random.Random) -> l
     return rng.sample(pool, min(study.practice_trials, len(pool)))
 
 
-# Per study, the triplets practice trials are drawn from, read once per process: a
-# ready study's triplets do not change, so every session start would repeat the query.
-# Keyed by creation time too: a test database may hand a new study an old study's pk.
-_practice_pools: dict[tuple[int, object], list[int]] = {}
 PRACTICE_POOL_SIZE = 2000
 
 
 def _practice_pool(study: Study) -> list[int]:
+    """The triplets practice trials are drawn from: the study's first, as read once."""
+    return list(itertools.islice(triplets_shown(study), PRACTICE_POOL_SIZE))
+
+
+# Per study, what each triplet shows. A ready study's triplets do not change, so each
+# process reads them once (the first SHOWN_FIRST_READ in one query, any others as sessions
+# meet them) rather than joining four tables on every session start. Keyed by creation
+# time too: a test database may hand a new study an old study's pk.
+_shown: dict[tuple[int, object], dict[int, tuple]] = {}
+SHOWN_FIRST_READ = 20_000
+SHOWN_KEPT = 200_000
+SHOWN_FIELDS = ("pk", "patch__image", "p0__image", "p0__bpp", "p1__image", "p1__bpp")
+
+
+def triplets_shown(study: Study, triplet_ids=()) -> dict[int, tuple]:
+    """(reference, p0 image, p0 bpp, p1 image, p1 bpp) by triplet id, ``triplet_ids`` included."""
     key = (study.pk, study.created_at)
-    pool = _practice_pools.get(key)
-    if not pool:
-        pool = list(study.triplets.values_list("pk", flat=True)[:PRACTICE_POOL_SIZE])
-        _practice_pools[key] = pool
-    return pool
+    if sum(map(len, _shown.values())) > SHOWN_KEPT:
+        _shown.clear()
+    known = _shown.get(key)
+    if known is None:
+        rows = study.triplets.order_by("pk").values_list(*SHOWN_FIELDS)[:SHOWN_FIRST_READ]
+        known = _shown[key] = {pk: tuple(shown) for pk, *shown in rows}
+    missing = {pk for pk in triplet_ids if pk not in known}
+    if missing:
+        for pk, *shown in Triplet.objects.filter(pk__in=missing).values_list(*SHOWN_FIELDS):
+            known[pk] = tuple(shown)
+    return known
 
 
 # When this process last swept each study for expired leases. Leases run for minutes,
