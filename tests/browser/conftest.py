@@ -1,6 +1,7 @@
 """Fixtures for the rater page in a real browser: Debian's Chromium driven by Playwright, against live_server."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Screenshots of every screen a test passes through, for people to look at (never committed).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -88,3 +91,22 @@ def open_page(browser):
     for context in opener.contexts:
         context.close()
     assert not opener.unexpected(), opener.unexpected()
+
+
+@pytest.fixture
+def screenshot(request):
+    """``screenshot(page, name)`` saves the page as var/screenshots/<module>/<test>/<name>.png.
+
+    Each screen a journey passes through is kept for anyone to look at after the run.
+    Returns the file's path."""
+    module = request.node.module.__name__.rsplit(".", 1)[-1]
+    test = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+    folder = SCREENSHOTS / module / test
+
+    def take(page, name: str, full_page: bool = True) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    return take
