@@ -147,7 +147,8 @@ def test_admin_sets_the_design_display_recruiting_and_quality_settings(admin_cli
         "repeat_rate": "0.05", "lease_minutes": "30", "duplicate_policy": "join",
         "display_mode": "flicker", "flicker_hz": "4", "zoom": "3",
         "consent_text": "You agree to take part.", "screened_out_code": "SCREENED1",
-        "qc_min_sentinel_accuracy": "0.9", "exclude_flagged_raters": "on",
+        "min_sentinels": "10", "qc_careful_accuracy": "0.9", "qc_screen_out_alpha": "0.05",
+        "exclude_flagged_raters": "on",
     })  # fmt: skip
     assert admin_client.post(url, data).status_code == 302
     study.refresh_from_db()
@@ -156,7 +157,10 @@ def test_admin_sets_the_design_display_recruiting_and_quality_settings(admin_cli
     assert (study.display_mode, study.flicker_hz, study.zoom) == ("flicker", 4.0, 3)
     assert study.consent_text == "You agree to take part."
     assert study.screened_out_code == "SCREENED1"
-    assert study.qc_min_sentinel_accuracy == 0.9 and study.exclude_flagged_raters
+    assert (study.min_sentinels, study.qc_careful_accuracy, study.qc_screen_out_alpha) == (
+        10, 0.9, 0.05
+    )
+    assert study.exclude_flagged_raters
 
 
 def test_an_imported_study_shows_its_conditions_read_only(admin_client, study):
