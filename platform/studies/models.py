@@ -164,7 +164,10 @@ class Study(models.Model):
             )
         if not 0 < alpha < 0.5:
             raise ValidationError({"qc_screen_out_alpha": "Use a rate above 0 and below 0.5."})
-        needed = screening.min_sentinels(careful, alpha)
+        try:
+            needed = screening.min_sentinels(careful, alpha)
+        except ValueError as error:  # p_c too near chance for any sensible session
+            raise ValidationError({"qc_careful_accuracy": str(error)}) from None
         given = self.sentinels_per_session()
         if 0 < given < needed:
             power = screening.screen_out_probability(
