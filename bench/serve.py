@@ -135,6 +135,9 @@ def build_study(args) -> dict:
     study = Study.objects.create(
         name="Serve benchmark", slug=STUDY_SLUG, patch_size=64, patches_per_image=patches,
         crop_size=256, votes_per_triplet=votes_per_triplet, trials_per_session=args.trials,
+        # Sentinels at the rate alone (no min_sentinels floor): the session layout earlier
+        # results were measured on.
+        min_sentinels=0,
     )  # fmt: skip
     make_ready(study, PHOTOS, CONDITIONS)
     count = study.triplets.count()

@@ -68,9 +68,10 @@ PHOTOS = (
     "hubble_deep_field", "immunohistochemistry", "retina",
 )  # fmt: skip
 CONDITIONS = (("jpeg", 20), ("jpeg", 60), ("webp", 40))
-# Per session: 2 practice + 42 regular + round(42 * 0.1) sentinels + round(42 * 0.05) repeats.
+# Per session: 2 practice + 42 regular + round(42 * 0.1) sentinels + round(42 * 0.05) repeats
+# (no min_sentinels floor: the layout stays the one earlier results were measured on).
 LAYOUT = {"practice_trials": 2, "trials_per_session": 42, "sentinel_rate": 0.1,
-          "repeat_rate": 0.05}  # fmt: skip
+          "min_sentinels": 0, "repeat_rate": 0.05}  # fmt: skip
 SESSIONS_PER_COMMIT = 200
 VOTE_BATCH = 5000
 MB = 1 << 20
@@ -219,7 +220,7 @@ def seed(args, study) -> dict:
     per_session = (
         study.practice_trials
         + study.trials_per_session
-        + round(study.trials_per_session * study.sentinel_rate)
+        + study.sentinels_per_session()
         + round(study.trials_per_session * study.repeat_rate)
     )
     raters = max(1, math.ceil(args.votes / per_session))

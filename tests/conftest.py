@@ -52,7 +52,8 @@ def make_study(
     # No practice, sentinel or repeat trials unless a test asks: counts stay easy to read.
     defaults = {"name": "Test study", "patch_size": 64, "patches_per_image": 3, "crop_size": 256,
                 "votes_per_triplet": 2, "trials_per_session": 10, "practice_trials": 0,
-                "sentinel_rate": 0, "repeat_rate": 0, "break_every": 0}  # fmt: skip
+                "sentinel_rate": 0, "min_sentinels": 0, "repeat_rate": 0,
+                "break_every": 0}  # fmt: skip
     study = Study.objects.create(**{**defaults, **fields})
     for photo in photos:
         services.add_source_image(study, photo_png(photo), f"{photo}.png")

@@ -46,7 +46,8 @@ BLUE, RED = "#4c78a8", "#e45756"
 
 QUALITY_MEASURES = {
     # measure: (study field holding its threshold, kind of limit, axis label)
-    "sentinel_accuracy": ("qc_min_sentinel_accuracy", "min", "sentinel accuracy"),
+    # Sentinels screen out by a binomial test; for a full session that is an accuracy floor.
+    "sentinel_accuracy": ("sentinel_pass_accuracy", "min", "sentinel accuracy"),
     "repeat_agreement": ("qc_min_repeat_agreement", "min", "repeat agreement"),
     "median_rt_ms": ("qc_min_median_rt_ms", "min", "median response time (ms)"),
     "fast_share": ("qc_max_fast_share", "max", "share of too-fast responses"),

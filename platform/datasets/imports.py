@@ -468,6 +468,7 @@ def _write(plan: _Plan, slug: str, name: str, description: str) -> dict:
                 crop_size=None,
                 practice_trials=0,
                 sentinel_rate=0,
+                min_sentinels=0,
                 repeat_rate=0,
                 patch_size=_typical_width(plan),
                 votes_per_triplet=max((sum(c) for c in plan.votes.values()), default=1),

@@ -472,10 +472,13 @@ distorted versions (p0, p1) and picked the one closer to the reference.
 - Display: {study.display_mode}, zoom up to {study.zoom}×.
 - Votes wanted per triplet: {study.votes_per_triplet}; trials per session: {study.trials_per_session}.
 - Quality control: {study.practice_trials} practice trials (left out), sentinel rate
-  {study.sentinel_rate:g}, repeat rate {study.repeat_rate:g}; thresholds: sentinel accuracy ≥
-  {study.qc_min_sentinel_accuracy:g}, repeat agreement ≥ {study.qc_min_repeat_agreement:g}, median
-  response time ≥ {study.qc_min_median_rt_ms:g} ms, share of responses under {study.qc_fast_rt_ms:g} ms ≤
-  {study.qc_max_fast_share:g}, share on one side ≤ {study.qc_max_side_share:g}.
+  {study.sentinel_rate:g} with at least {study.min_sentinels} sentinels per session, repeat rate
+  {study.repeat_rate:g}. A session was screened out when its sentinel answers had probability
+  at most {study.qc_screen_out_alpha:g} for a rater right {study.qc_careful_accuracy:g} of the
+  time (exact one-sided binomial test). Review thresholds: repeat agreement ≥
+  {study.qc_min_repeat_agreement:g}, median response time ≥ {study.qc_min_median_rt_ms:g} ms,
+  share of responses under {study.qc_fast_rt_ms:g} ms ≤ {study.qc_max_fast_share:g}, share on one
+  side ≤ {study.qc_max_side_share:g}.
 
 ### Codecs
 

@@ -1,13 +1,17 @@
 """Per-rater quality control, with thresholds set per study.
 
-Measures (REFERENCE.md §6), over a session's non-practice votes:
+Measures, over a session's non-practice votes:
 
 - ``sentinel_accuracy``: share of sentinel trials where the rater picked the reference itself;
 - ``repeat_agreement``: share of repeated trials (sides swapped) answered with the same stimulus;
 - ``median_rt_ms`` and ``fast_share`` (share of responses faster than ``qc_fast_rt_ms``);
 - ``side_share``: share of answers on the rater's more frequent side (position bias).
 
-A measure raises a flag only when there is enough data for it (``MIN_TRIALS``).
+Sentinels decide screening out (``session_screened_out``) by the rule in
+``quality.screening``: an exact binomial test that screens out a careful rater with
+probability at most ``qc_screen_out_alpha``. The same test raises the
+``sentinel_accuracy`` flag. The other measures only flag a session for review, and only
+with enough data for a careful rater to be flagged rarely (``MIN_TRIALS``).
 Flagged raters are left out of exports and fits when the study says so; an admin
 can include or exclude any rater by hand (``RaterSession.quality_override``).
 """
@@ -20,11 +24,19 @@ from django.db.models import Q
 from rating.models import RaterSession, Trial
 from studies.models import Study
 
+from .screening import screen_out_cutoff, screens_out
+
+# The fewest trials (repeats for repeat agreement, votes for the rest) before a review flag
+# can be raised, so that a careful rater is rarely flagged by chance (they are left out of
+# exports by default). At these minimums with the default thresholds: a rater who agrees
+# with themselves on 75% of repeats is flagged with probability 0.02 (agreement below 0.5
+# in 10 repeats); one with 5% of responses too fast, 0.012 (more than 2 in 10); one with
+# no side preference, 0.002 (all 10 on one side). Sentinels need no entry: the screen-out
+# rule's binomial test holds for any number of them.
 MIN_TRIALS = {
-    "sentinel_accuracy": 2,
-    "repeat_agreement": 2,
-    "median_rt_ms": 5,
-    "fast_share": 5,
+    "repeat_agreement": 10,
+    "median_rt_ms": 10,
+    "fast_share": 10,
     "side_share": 10,
 }
 
@@ -54,6 +66,7 @@ def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
     """The quality measures over the answered, non-practice trials."""
     votes = [t for t in trials if t.side is not None and t.kind != Trial.Kind.PRACTICE]
     sentinels = [t for t in votes if t.kind == Trial.Kind.SENTINEL]
+    correct = sum(t.side == t.sentinel_side for t in sentinels)
     # A repeat's original is the regular trial of the same triplet (one per session).
     chose_p1 = {t.triplet_id: t.chose_p1 for t in votes if t.kind == Trial.Kind.REGULAR}
     repeats = [t for t in votes if t.kind == Trial.Kind.REPEAT and t.triplet_id in chose_p1]
@@ -62,9 +75,8 @@ def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
     return {
         "votes": len(votes),
         "sentinels": len(sentinels),
-        "sentinel_accuracy": _share(
-            sum(t.side == t.sentinel_side for t in sentinels), len(sentinels)
-        ),
+        "sentinels_correct": correct,
+        "sentinel_accuracy": _share(correct, len(sentinels)),
         "repeats": len(repeats),
         "repeat_agreement": _share(
             sum(t.chose_p1 == chose_p1[t.triplet_id] for t in repeats), len(repeats)
@@ -79,23 +91,40 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+def session_screened_out(study: Study, quality: dict) -> bool:
+    """Whether a session's sentinel answers screen it out (``quality.screening.screens_out``
+    with the study's careful accuracy and false screen-out rate)."""
+    return screens_out(
+        quality["sentinels_correct"], quality["sentinels"],
+        study.qc_careful_accuracy, study.qc_screen_out_alpha,
+    )  # fmt: skip
+
+
 def flags_for(study: Study, quality: dict) -> dict[str, str]:
-    """The measures outside the study's thresholds, each with a readable reason."""
+    """The measures outside the study's thresholds, each with a readable reason.
+
+    ``sentinel_accuracy`` is flagged exactly when the session is screened out."""
+    reasons = {}
+    if session_screened_out(study, quality):
+        most = screen_out_cutoff(
+            quality["sentinels"], study.qc_careful_accuracy, study.qc_screen_out_alpha
+        )
+        reasons["sentinel_accuracy"] = (
+            f"sentinels {quality['sentinels_correct']}/{quality['sentinels']} right "
+            f"(screened out at {most} or fewer)"
+        )
     counts = {
-        "sentinel_accuracy": quality["sentinels"],
         "repeat_agreement": quality["repeats"],
         "median_rt_ms": quality["votes"],
         "fast_share": quality["votes"],
         "side_share": quality["votes"],
     }
     limits = {
-        "sentinel_accuracy": (study.qc_min_sentinel_accuracy, "min"),
         "repeat_agreement": (study.qc_min_repeat_agreement, "min"),
         "median_rt_ms": (study.qc_min_median_rt_ms, "min"),
         "fast_share": (study.qc_max_fast_share, "max"),
         "side_share": (study.qc_max_side_share, "max"),
     }
-    reasons = {}
     for name, (limit, kind) in limits.items():
         value = quality[name]
         if value is None or counts[name] < MIN_TRIALS[name]:

@@ -6,8 +6,10 @@ PostgreSQL; SQLite serialises writers). A session's unanswered trials are
 leased: when it has been idle for ``lease_minutes`` they go back to the pool,
 and come back to the session (or are replaced) if it returns. Around the
 regular trials a session gets practice trials first, sentinels (one side is
-the reference itself) and repeats (an earlier trial with the sides swapped);
-none of them counts towards a triplet's votes.
+the reference itself, the other the most distorted stimuli the session rates;
+enough of them for the screen-out rule, see ``Study.sentinels_per_session``) and
+repeats (an earlier trial with the sides swapped); none of them counts towards a
+triplet's votes.
 """
 
 import itertools
@@ -179,9 +181,9 @@ def lay_out_trials(session: RaterSession, regular: list[Claimed]) -> list[Planne
     practice = _practice_triplets(study, exclude={t.pk for t in regular}, rng=rng)
     trials = [PlannedTrial(Trial.Kind.PRACTICE, pk, rng.random() < 0.5) for pk in practice]
     main = [PlannedTrial(Trial.Kind.REGULAR, t.pk, t.p1_on_left) for t in regular]
-    for _ in range(round(len(regular) * study.sentinel_rate)):
+    for triplet_id in _sentinel_triplets(study, regular):
         position = rng.randrange(len(main) + 1)
-        triplet_id, side = rng.choice(regular).pk, rng.choice(["left", "right"])
+        side = rng.choice(["left", "right"])
         main.insert(position, PlannedTrial(Trial.Kind.SENTINEL, triplet_id, False, side))
     repeats = rng.sample(
         range(len(regular)), min(len(regular), round(len(regular) * study.repeat_rate))
@@ -196,6 +198,24 @@ def lay_out_trials(session: RaterSession, regular: list[Claimed]) -> list[Planne
     trials += main
     _insert_trials(session.pk, trials)
     return trials
+
+
+def _sentinel_triplets(study: Study, regular: list[Claimed]) -> list[int]:
+    """The triplets the session's sentinels show (``Study.sentinels_per_session`` of them).
+
+    A sentinel shows the reference beside its triplet's lower-rate stimulus (``Trial.shown``).
+    The screen-out rule assumes a careful rater picks the reference nearly always, which a
+    near-lossless stimulus would not allow. So sentinels take the session's triplets whose
+    lower-rate stimulus has the fewest bits per pixel, the most distorted first, each once
+    before any comes again (a session may have more sentinels than regular trials).
+    """
+    count = study.sentinels_per_session(len(regular))
+    if not count:
+        return []
+    shown = triplets_shown(study, [t.pk for t in regular])
+    # shown: (reference, p0 image, p0 bpp, p1 image, p1 bpp)
+    ranked = sorted(regular, key=lambda t: (min(shown[t.pk][2], shown[t.pk][4]), t.pk))
+    return [ranked[number % len(ranked)].pk for number in range(count)]
 
 
 def _insert_trials(session_id: int, trials: list[PlannedTrial]) -> None:

@@ -129,7 +129,9 @@ class Trial(models.Model):
         """Which of "ref", "p0", "p1" a trial shows on the left and on the right.
 
         Sentinels show the reference on ``sentinel_side`` and the triplet's lower-rate
-        stimulus on the other side; every other trial shows p0 and p1 in its order.
+        stimulus on the other side (sentinels are laid out on the session's triplets with the
+        lowest rates, ``assignment._sentinel_triplets``, so that side is clearly distorted);
+        every other trial shows p0 and p1 in its order.
         """
         if kind == Trial.Kind.SENTINEL:
             other = "p0" if p0_bpp <= p1_bpp else "p1"

@@ -358,7 +358,7 @@ class Completion:
 
 def finish_session(session: RaterSession) -> Completion:
     """Close a session once every trial has its vote, and say how the rater is paid."""
-    from quality.services import quality_fields, session_trials
+    from quality.services import quality_fields, session_screened_out, session_trials
 
     trials = session_trials(session)
     missing = sum(trial.side is None for trial in trials)
@@ -366,7 +366,7 @@ def finish_session(session: RaterSession) -> Completion:
         raise RatingError(f"{missing} trial(s) still have no vote.", 409, "missing-votes")
     if not session.is_finished:
         fields = quality_fields(session.study, trials)
-        screened_out = "sentinel_accuracy" in fields["flags"]
+        screened_out = session_screened_out(session.study, fields["quality"])
         closed = RaterSession.objects.filter(pk=session.pk, finished_at__isnull=True).update(
             finished_at=timezone.now(), screened_out=screened_out, **fields
         )

@@ -104,6 +104,7 @@ class StudyAdmin(admin.ModelAdmin):
                     "practice_trials",
                     "break_every",
                     "sentinel_rate",
+                    "min_sentinels",
                     "repeat_rate",
                     "lease_minutes",
                     "duplicate_policy",
@@ -117,7 +118,8 @@ class StudyAdmin(admin.ModelAdmin):
             "Quality control",
             {
                 "fields": [
-                    "qc_min_sentinel_accuracy",
+                    "qc_careful_accuracy",
+                    "qc_screen_out_alpha",
                     "qc_min_repeat_agreement",
                     "qc_min_median_rt_ms",
                     "qc_fast_rt_ms",

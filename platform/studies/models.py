@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 
 import twoafc_codecs
+from quality import screening
 
 
 def _completion_code() -> str:
@@ -65,6 +66,13 @@ class Study(models.Model):
     sentinel_rate = models.FloatField(
         default=0.10, help_text="Share of extra trials where one side is the reference itself."
     )
+    min_sentinels = models.PositiveIntegerField(
+        default=8,
+        help_text="Sentinels per session at the least: a session gets the larger of this and "
+        "sentinel rate × its regular trials. The screen-out rule needs 8 with the default "
+        "quality-control settings (the form says how many for others); 0 with a sentinel "
+        "rate of 0: no sentinels, and no one is screened out.",
+    )
     repeat_rate = models.FloatField(
         default=0.05,
         help_text="Share of extra trials repeating an earlier one with the sides swapped.",
@@ -94,7 +102,16 @@ class Study(models.Model):
         help_text="Given to raters who fail the sentinel trials.",
     )
     # Quality-control thresholds (see quality.services for what each measures).
-    qc_min_sentinel_accuracy = models.FloatField(default=0.8)
+    # The screen-out rule on sentinels (quality.screening): a session is screened out when
+    # its sentinel answers would happen with probability at most alpha to a careful rater.
+    qc_careful_accuracy = models.FloatField(
+        default=screening.CAREFUL_ACCURACY,
+        help_text="Share of sentinels a careful rater gets right (the reference is picked).",
+    )
+    qc_screen_out_alpha = models.FloatField(
+        default=screening.FALSE_SCREEN_OUT,
+        help_text="The most often a careful rater may be screened out (0.01: one in a hundred).",
+    )
     qc_min_repeat_agreement = models.FloatField(default=0.5)
     qc_min_median_rt_ms = models.FloatField(default=400)
     qc_fast_rt_ms = models.FloatField(
@@ -136,6 +153,52 @@ class Study(models.Model):
                 raise ValidationError({rate: "Use a share between 0 and 0.5."})
         if self.zoom < 1 or self.flicker_hz <= 0:
             raise ValidationError("Zoom must be at least 1 and the flicker rate positive.")
+        self._clean_screen_out()
+
+    def _clean_screen_out(self) -> None:
+        """Refuse a design whose sessions get sentinels, but too few for the screen-out rule."""
+        careful, alpha = self.qc_careful_accuracy, self.qc_screen_out_alpha
+        if not screening.CLICKER_ACCURACY < careful < 1:
+            raise ValidationError(
+                {"qc_careful_accuracy": "Use an accuracy above 0.5 (chance) and below 1."}
+            )
+        if not 0 < alpha < 0.5:
+            raise ValidationError({"qc_screen_out_alpha": "Use a rate above 0 and below 0.5."})
+        try:
+            needed = screening.min_sentinels(careful, alpha)
+        except ValueError as error:  # p_c too near chance for any sensible session
+            raise ValidationError({"qc_careful_accuracy": str(error)}) from None
+        given = self.sentinels_per_session()
+        if 0 < given < needed:
+            power = screening.screen_out_probability(
+                given, screening.CLICKER_ACCURACY, careful, alpha
+            )
+            raise ValidationError({"min_sentinels": (
+                f"A session gets {given} sentinel(s), too few for the screen-out rule: it "
+                f"would screen out a rater answering at random with probability {power:.0%}. "
+                f"With careful accuracy {careful:g} and false screen-out rate {alpha:g} it "
+                f"needs at least {needed} for {screening.POWER:.0%}. Set at least {needed}, "
+                "or 0 with a sentinel rate of 0 for no sentinels and no screening out."
+            )})  # fmt: skip
+
+    def sentinels_per_session(self, regular: int | None = None) -> int:
+        """How many sentinels a session with ``regular`` regular trials gets (default: a full
+        session): the larger of ``min_sentinels`` and ``sentinel_rate`` of its regular trials."""
+        regular = self.trials_per_session if regular is None else regular
+        if regular <= 0:
+            return 0
+        return max(self.min_sentinels, round(regular * self.sentinel_rate))
+
+    @property
+    def sentinel_pass_accuracy(self) -> float:
+        """The least share of sentinels a full session must get right not to be screened out."""
+        given = self.sentinels_per_session()
+        if not given:
+            return 0.0
+        cutoff = screening.screen_out_cutoff(
+            given, self.qc_careful_accuracy, self.qc_screen_out_alpha
+        )
+        return (cutoff + 1) / given
 
     def get_absolute_url(self) -> str:
         return reverse("rating:rate", args=[self.slug])

@@ -1,11 +1,13 @@
 """The assignment engine: practice, sentinels, repeats, left/right balance, leases, closing."""
 
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from quality import screening
 from rating import assignment, services
 from rating.models import RaterSession, Trial, Vote
 from rating.selectors import voted_triplets
@@ -66,8 +68,8 @@ def test_sentinels_show_the_reference_and_repeats_swap_sides(ready_study):
         assert trial.image_on(trial.sentinel_side).name == trial.triplet.patch.image.name
         other = "right" if trial.sentinel_side == "left" else "left"
         p0, p1 = trial.triplet.p0, trial.triplet.p1
-        milder = p0 if p0.bpp <= p1.bpp else p1
-        assert trial.image_on(other).name == milder.image.name
+        distorted = p0 if p0.bpp <= p1.bpp else p1  # the lower rate
+        assert trial.image_on(other).name == distorted.image.name
     for trial in repeats:
         (original,) = [
             t for t in trials if t.kind == "regular" and t.triplet_id == trial.triplet_id
@@ -183,6 +185,56 @@ def test_prolific_gets_its_completion_url_and_crowd_ids_are_never_stored(ready_s
         done.redirect_url
         == f"https://app.prolific.com/submissions/complete?cc={ready_study.completion_code}"
     )
+
+
+def lower_bpp(triplet) -> float:
+    return min(triplet.p0.bpp, triplet.p1.bpp)
+
+
+def session_trials(session) -> list[Trial]:
+    return list(session.trials.select_related("triplet__p0", "triplet__p1").order_by("index"))
+
+
+def test_the_default_design_gives_enough_sentinels_from_the_most_distorted_triplets(
+    ready_study,
+):
+    defaults = {name: Study._meta.get_field(name).get_default()
+                for name in ("trials_per_session", "sentinel_rate", "min_sentinels",
+                             "qc_careful_accuracy", "qc_screen_out_alpha")}  # fmt: skip
+    Study.objects.filter(pk=ready_study.pk).update(**defaults, practice_trials=0)
+    ready_study.refresh_from_db()
+    needed = screening.min_sentinels(
+        ready_study.qc_careful_accuracy, ready_study.qc_screen_out_alpha
+    )
+    for who in ("p1", "p2"):
+        trials = session_trials(arrive(ready_study, who))
+        regular = [t for t in trials if t.kind == "regular"]
+        sentinels = [t for t in trials if t.kind == "sentinel"]
+        assert len(sentinels) == ready_study.sentinels_per_session(len(regular)) >= needed
+        # Each sentinel shows one of the regular triplets with the lowest-rate stimuli, no
+        # triplet twice while others are left.
+        assert len({t.triplet_id for t in sentinels}) == min(len(sentinels), len(regular))
+        lowest = sorted(lower_bpp(t.triplet) for t in regular)[: len(sentinels)]
+        assert sorted(lower_bpp(t.triplet) for t in sentinels) == lowest
+
+
+def test_long_sessions_get_sentinels_at_the_sentinel_rate(ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(
+        sentinel_rate=0.5, min_sentinels=3, trials_per_session=12
+    )
+    ready_study.refresh_from_db()
+    kinds = [t.kind for t in session_trials(arrive(ready_study, "p1"))]
+    assert (kinds.count("regular"), kinds.count("sentinel")) == (12, 6)
+    # A session with more sentinels than regular trials shows its triplets in turn.
+    Study.objects.filter(pk=ready_study.pk).update(
+        sentinel_rate=0, min_sentinels=5, trials_per_session=2
+    )
+    ready_study.refresh_from_db()
+    short = session_trials(arrive(ready_study, "p2"))
+    regular = {t.triplet_id for t in short if t.kind == "regular"}
+    sentinels = Counter(t.triplet_id for t in short if t.kind == "sentinel")
+    assert len(regular) == 2 and set(sentinels) == regular
+    assert sorted(sentinels.values()) == [2, 3]
 
 
 def test_failing_the_sentinels_gets_the_screened_out_code(ready_study):

@@ -147,7 +147,8 @@ def test_admin_sets_the_design_display_recruiting_and_quality_settings(admin_cli
         "repeat_rate": "0.05", "lease_minutes": "30", "duplicate_policy": "join",
         "display_mode": "flicker", "flicker_hz": "4", "zoom": "3",
         "consent_text": "You agree to take part.", "screened_out_code": "SCREENED1",
-        "qc_min_sentinel_accuracy": "0.9", "exclude_flagged_raters": "on",
+        "min_sentinels": "10", "qc_careful_accuracy": "0.9", "qc_screen_out_alpha": "0.05",
+        "exclude_flagged_raters": "on",
     })  # fmt: skip
     assert admin_client.post(url, data).status_code == 302
     study.refresh_from_db()
@@ -156,7 +157,23 @@ def test_admin_sets_the_design_display_recruiting_and_quality_settings(admin_cli
     assert (study.display_mode, study.flicker_hz, study.zoom) == ("flicker", 4.0, 3)
     assert study.consent_text == "You agree to take part."
     assert study.screened_out_code == "SCREENED1"
-    assert study.qc_min_sentinel_accuracy == 0.9 and study.exclude_flagged_raters
+    screening = (study.min_sentinels, study.qc_careful_accuracy, study.qc_screen_out_alpha)
+    assert screening == (10, 0.9, 0.05) and study.exclude_flagged_raters
+
+
+def test_the_admin_refuses_too_few_sentinels_for_the_screen_out_rule(admin_client, study):
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = change_form_data(admin_client, study, [])
+    data.update({"sentinel_rate": "0.1", "min_sentinels": "2", "trials_per_session": "20"})
+    response = admin_client.post(url, data)
+    assert response.status_code == 200  # the form again, with the reason on the field
+    errors = response.context["adminform"].form.errors["min_sentinels"]
+    assert "A session gets 2 sentinel(s)" in errors[0] and "at least 8" in errors[0]
+    assert "too few for the screen-out rule" in response.content.decode()
+    study.refresh_from_db()
+    assert study.min_sentinels == 8  # nothing saved
+    data.update({"sentinel_rate": "0", "min_sentinels": "0"})  # no sentinels: no screening
+    assert admin_client.post(url, data).status_code == 302
 
 
 def test_an_imported_study_shows_its_conditions_read_only(admin_client, study):
