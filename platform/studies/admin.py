@@ -13,8 +13,27 @@ from . import services, tasks
 from .models import Condition, GenerationJob, SourceImage, Study
 
 
+def codec_choices() -> list:
+    """The codec select: a blank first entry, then each codec with its knob's range.
+
+    The blank entry matters: a select without one submits its first codec, so every
+    untouched "add a condition" row would look filled in and fail to save.
+    """
+    groups: dict[str, list] = {"cpu": [], "gpu": []}
+    for name in twoafc_codecs.available_codecs():
+        codec = twoafc_codecs.get_codec(name)
+        label = f"{name} — {codec.label}: {codec.level_name} {codec.describe_range()}"
+        groups.setdefault(codec.queue, []).append((name, label))
+    return [
+        ("", "---------"),
+        ("Image codecs (cpu workers)", groups.pop("cpu")),
+        ("Learned codecs and GPU JPEG (gpu workers, or a worker's CPU)", groups.pop("gpu")),
+        *((f"{queue} workers", choices) for queue, choices in groups.items() if choices),
+    ]
+
+
 class ConditionForm(forms.ModelForm):
-    codec = forms.ChoiceField(choices=[])
+    codec = forms.ChoiceField(choices=[], error_messages={"required": "Choose a codec."})
 
     class Meta:
         model = Condition
@@ -22,10 +41,7 @@ class ConditionForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["codec"].choices = [
-            (name, f"{name} — {twoafc_codecs.get_codec(name).label}")
-            for name in twoafc_codecs.available_codecs()
-        ]
+        self.fields["codec"].choices = codec_choices()
 
 
 class ConditionInline(admin.TabularInline):

@@ -2,6 +2,7 @@
 
 import io
 import os
+from html.parser import HTMLParser
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -130,7 +131,7 @@ def test_admin_configures_codecs_at_target_bitrates(admin_client, study):
     ])  # fmt: skip
     response = admin_client.post(url, data)
     assert response.status_code == 200  # the form comes back: one condition is wrong
-    assert "either a level or a target bpp" in response.content.decode()
+    assert "jpegxl: give a level or a target bpp, not both" in response.content.decode()
     data.pop("conditions-2-level")
     response = admin_client.post(url, data)
     assert response.status_code == 302
@@ -167,3 +168,126 @@ def test_an_imported_study_shows_its_conditions_read_only(admin_client, study):
     page = admin_client.get(url).content.decode()
     assert 'name="conditions-0-codec"' not in page and "conditions-__prefix__" not in page
     assert "jpeg" in page
+
+
+class _FormReader(HTMLParser):
+    """What a browser sends for one form of a page: each control's name and current value.
+
+    A select without a ``selected`` option sends its first option, as a browser does;
+    unchecked boxes and file inputs send nothing.
+    """
+
+    def __init__(self, form_id: str):
+        super().__init__()
+        self.form_id, self.inside = form_id, False
+        self.fields: list[tuple[str, str]] = []
+        self._select: dict | None = None
+        self._textarea: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.inside = attrs.get("id") == self.form_id
+        if not self.inside or "disabled" in attrs:
+            return
+        name = attrs.get("name")
+        if tag == "input" and name:
+            kind = attrs.get("type", "text")
+            if kind in ("checkbox", "radio") and "checked" not in attrs:
+                return
+            if kind not in ("file", "submit", "button", "image", "reset"):
+                self.fields.append((name, attrs.get("value", "on" if kind == "checkbox" else "")))
+        elif tag == "select" and name:
+            self._select = {"name": name, "first": None, "chosen": None}
+        elif tag == "option" and self._select is not None:
+            value = attrs.get("value", "")
+            if self._select["first"] is None:
+                self._select["first"] = value
+            if "selected" in attrs:
+                self._select["chosen"] = value
+        elif tag == "textarea" and name:
+            self._textarea = {"name": name, "text": ""}
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._textarea["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select is not None:
+            chosen = self._select["chosen"]
+            value = chosen if chosen is not None else self._select["first"]
+            self.fields.append((self._select["name"], value or ""))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            # A browser drops the one newline that follows <textarea>.
+            self.fields.append((self._textarea["name"], self._textarea["text"].removeprefix("\n")))
+            self._textarea = None
+
+
+def as_a_browser_sends(page: str, form_id: str = "study_form") -> dict:
+    """The form's fields exactly as the rendered page would submit them, untouched."""
+    reader = _FormReader(form_id)
+    reader.feed(page)
+    data: dict[str, list[str]] = {}
+    for name, value in reader.fields:
+        data.setdefault(name, []).append(value)
+    return {name: values[0] if len(values) == 1 else values for name, values in data.items()}
+
+
+def configured_study(**fields) -> Study:
+    study = Study.objects.create(name="Configured", patches_per_image=2, crop_size=128, **fields)
+    services.add_source_image(study, photo_png("chelsea"), "chelsea.png")
+    Condition.objects.create(study=study, codec="jpeg", level=30)
+    Condition.objects.create(study=study, codec="webp", target_bpp=0.8)
+    return study
+
+
+def test_saving_a_study_unchanged_just_works(admin_client):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    assert int(data["conditions-TOTAL_FORMS"]) > 2  # blank rows to add conditions are offered
+    response = admin_client.post(url, {**data, "_continue": "Save and continue editing"})
+    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
+    assert sorted(map(str, study.conditions.all())) == ["jpeg@30", "webp@0.8bpp"]
+
+
+def test_saving_a_study_with_one_field_changed_just_works(admin_client):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    response = admin_client.post(url, {**data, "votes_per_triplet": "5"})
+    assert response.status_code == 302
+    study.refresh_from_db()
+    assert study.votes_per_triplet == 5 and study.conditions.count() == 2
+
+
+def test_a_new_study_saves_with_blank_condition_rows_left_blank(admin_client):
+    data = as_a_browser_sends(admin_client.get(reverse("admin:studies_study_add")).content.decode())
+    data.update({"name": "Fresh", "conditions-0-codec": "jpeg", "conditions-0-level": "40"})
+    assert admin_client.post(reverse("admin:studies_study_add"), data).status_code == 302
+    assert [str(c) for c in Study.objects.get(name="Fresh").conditions.all()] == ["jpeg@40"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"codec": "jpeg"}, "jpeg: give a quality from 1 to 100"),
+        ({"codec": "jpeg", "level": "40", "target_bpp": "0.5"}, "not both"),
+        ({"level": "40"}, "Choose a codec"),
+    ],
+)
+def test_a_half_filled_condition_row_says_what_is_missing(admin_client, row, message):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    data.update({f"conditions-2-{name}": value for name, value in row.items()})
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page
+    assert "is violated" not in page  # the bare constraint would only repeat it
+    if "level" not in row:
+        assert "not both" not in page
