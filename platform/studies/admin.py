@@ -202,6 +202,8 @@ class StudyAdmin(admin.ModelAdmin):
             return redirect(change_url)
         try:
             job = services.start_generation(study, enqueue=tasks.enqueue_generation)
+        except services.NothingToGenerate as nothing:
+            messages.info(request, " ".join(nothing.messages))
         except ValidationError as error:
             messages.error(request, " ".join(error.messages))
         else:

@@ -104,14 +104,33 @@ def check_ready_to_generate(study: Study) -> None:
         raise ValidationError(f"Cannot generate {study}: " + "; ".join(problems) + ".")
 
 
+class NothingToGenerate(ValidationError):
+    """Generate was pressed on a ready study that has no new image or condition."""
+
+
+def chunks_to_do(study: Study) -> tuple[int, int]:
+    """(chunks still without an encoding, all chunks): one chunk is a source × a condition."""
+    total = study.sources.count() * study.conditions.count()
+    done = Encoding.objects.filter(source__study=study, condition__study=study).count()
+    return total - done, total
+
+
 def start_generation(study: Study, enqueue: Callable[[int], None]) -> GenerationJob:
     """Record a generation job and hand it to the workers once the row is committed.
 
     Starting again also resumes: only chunks without an Encoding are enqueued, so a
     job whose messages were lost (a broker without acknowledgements, a wiped queue)
-    is finished by the next one, which supersedes it.
+    is finished by the next one, which supersedes it. A ready study with nothing new
+    raises NothingToGenerate, and no job is recorded.
     """
     check_ready_to_generate(study)
+    todo, total = chunks_to_do(study)
+    if todo == 0 and study.status in (Study.Status.READY, Study.Status.COMPLETE):
+        raise NothingToGenerate(
+            f"Nothing new to generate: every source image of {study} is already encoded "
+            f"under every condition ({total} of {total} done, {study.triplets.count()} "
+            "triplets ready). Add images or conditions first."
+        )
     with transaction.atomic():
         job = GenerationJob.objects.create(study=study)
         GenerationJob.objects.filter(
@@ -150,8 +169,12 @@ def prepare_generation(job_id: int, gpu_batch: int = 16) -> list[Chunk]:
         Encoding.objects.filter(source__study=study).values_list("source_id", "condition_id")
     )
     conditions = list(study.conditions.all())
+    # Chunks finished by earlier jobs count as done from the start: a job that only adds
+    # a condition reads "4/6", not "0/6", and one with nothing left is not "Done: 0/4".
     GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.RUNNING, total=len(sources) * len(conditions)
+        status=GenerationJob.Status.RUNNING,
+        total=len(sources) * len(conditions),
+        done=sum((s, c.pk) in done for s in sources for c in conditions),
     )
     chunks = []
     for condition in conditions:

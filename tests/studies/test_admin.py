@@ -291,3 +291,41 @@ def test_a_half_filled_condition_row_says_what_is_missing(admin_client, row, mes
     assert "is violated" not in page  # the bare constraint would only repeat it
     if "level" not in row:
         assert "not both" not in page
+
+
+def press_generate(admin_client, study, django_capture_on_commit_callbacks) -> str:
+    """Press Generate (Celery eager: the whole pipeline runs inline); the page it leads to."""
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:studies_study_generate", args=[study.pk]), follow=True
+        )
+    return response.content.decode()
+
+
+def test_generate_on_a_finished_study_says_there_is_nothing_to_generate(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    study = configured_study()
+    press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    assert GenerationJob.objects.get(study=study).status == "done"
+    page = press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    assert "Nothing new to generate" in page
+    assert "0/2" not in page
+    assert GenerationJob.objects.filter(study=study).count() == 1  # no empty job recorded
+    study.refresh_from_db()
+    assert study.status == Study.Status.READY
+
+
+def test_generating_a_new_condition_counts_the_chunks_done_before(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    study = configured_study()
+    press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    Condition.objects.create(study=study, codec="avif", level=40)
+    job = GenerationJob.objects.create(study=study)
+    services.prepare_generation(job.pk)
+    job.refresh_from_db()
+    assert (job.done, job.total) == (2, 3)  # the two earlier encodes count from the start
+    page = press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    assert "Generation started" in page
+    assert study.latest_job.progress == "3/3" and study.triplets.count() == 2 * 3
