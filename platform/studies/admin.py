@@ -87,6 +87,14 @@ class MultipleImageField(forms.FileField):
         return [super(MultipleImageField, self).clean(item, initial) for item in files]
 
 
+def refused_upload_message(error: ValidationError) -> str:
+    """"<name> was not added: <reason>.", the name exactly as uploaded."""
+    params = error.params or {}
+    if "name" not in params:
+        return " ".join(error.messages)
+    return f"{params['name']} was not added: {params['reason'].rstrip('.')}."
+
+
 class StudyForm(forms.ModelForm):
     upload_images = MultipleImageField(
         required=False,
@@ -153,7 +161,7 @@ class StudyAdmin(admin.ModelAdmin):
             try:
                 services.add_source_image(form.instance, upload.read(), upload.name)
             except ValidationError as error:
-                messages.error(request, " ".join(error.messages))
+                messages.error(request, refused_upload_message(error))
 
     @admin.display(description="Generation")
     def generation_progress(self, study):

@@ -56,7 +56,9 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
     """Validate an uploaded image and store it as an RGB PNG.
 
     Raises ValidationError, with nothing stored, for a file that is not an image,
-    is corrupt, is over the pixel limit or is smaller than the study's crop.
+    is corrupt, is over the pixel limit or is smaller than the study's crop. Its
+    message is "<name>: <reason>"; ``params`` holds both, for callers that word it
+    differently.
     """
     try:
         pixels = twoafc_codecs.load_rgb(data, max_pixels=settings.MAX_UPLOAD_PIXELS)
@@ -65,10 +67,10 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
             *_crop_shape(pixels, study.crop_size), study.patch_size, study.patches_per_image, 0
         )
     except twoafc_codecs.CodecError as error:
-        raise ValidationError(f"{name}: {error}") from None
+        raise _refused_image(name, str(error)) from None
     digest = hashlib.sha256(data).hexdigest()
     if study.sources.filter(sha256=digest).exists():
-        raise ValidationError(f"{name}: this image is already in the study.")
+        raise _refused_image(name, "this image is already in the study.")
     source = SourceImage(
         study=study, name=name, sha256=digest, height=pixels.shape[0], width=pixels.shape[1]
     )
@@ -77,8 +79,14 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
         source.save()
     except IntegrityError:
         source.image.delete(save=False)
-        raise ValidationError(f"{name}: this image is already in the study.") from None
+        raise _refused_image(name, "this image is already in the study.") from None
     return source
+
+
+def _refused_image(name: str, reason: str) -> ValidationError:
+    return ValidationError(
+        "%(name)s: %(reason)s", code="refused_image", params={"name": name, "reason": reason}
+    )
 
 
 def _crop_shape(pixels: np.ndarray, crop_size: int | None) -> tuple[int, int]:

@@ -1,7 +1,9 @@
 """Configuring a study in the admin: uploads are checked, bad input stores nothing, Generate shows progress."""
 
+import html
 import io
 import os
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -95,7 +97,7 @@ def test_admin_upload_then_generate_shows_progress(
     response = admin_client.post(url, data, follow=True)
     assert response.status_code == 200
     # The refused file is named.
-    assert "junk.png: not an image" in response.content.decode().lower()
+    assert "junk.png was not added: not an image" in response.content.decode()
     assert [s.name for s in study.sources.all()] == ["chelsea.png"]
     assert study.conditions.count() == 2
 
@@ -329,3 +331,24 @@ def test_generating_a_new_condition_counts_the_chunks_done_before(
     page = press_generate(admin_client, study, django_capture_on_commit_callbacks)
     assert "Generation started" in page
     assert study.latest_job.progress == "3/3" and study.triplets.count() == 2 * 3
+
+
+def messages_on(page: str) -> list[str]:
+    """The texts of the admin's message list, as shown (markup stripped)."""
+    found = re.search(r'<ul class="messagelist">(.*?)</ul>', page, re.S)
+    items = re.findall(r"<li[^>]*>(.*?)</li>", found.group(1), re.S) if found else []
+    return [html.unescape(re.sub(r"<[^>]+>", "", item)).strip() for item in items]
+
+
+def test_refused_uploads_are_named_as_uploaded(admin_client):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    files = [io.BytesIO(b"not an image"), io.BytesIO(photo_png("chelsea"))]
+    files[0].name, files[1].name = "junk.png", "chelsea again.png"
+    response = admin_client.post(url, {**data, "upload_images": files}, follow=True)
+    shown = messages_on(response.content.decode())
+    assert "junk.png was not added: not an image, or an image format Pillow cannot read." in shown
+    assert "chelsea again.png was not added: this image is already in the study." in shown
+    # The list of sources shows names as uploaded, too.
+    assert [s.name for s in study.sources.all()] == ["chelsea.png"]
