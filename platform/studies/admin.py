@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 import twoafc_codecs
 
@@ -75,12 +75,36 @@ class SourceImageInline(admin.TabularInline):
         return False  # uploads go through the validated field on the study form
 
 
-class MultipleFileInput(forms.ClearableFileInput):
+class UploadImagesInput(forms.FileInput):
+    """A file chooser for several images, followed by the images kept from a failed save.
+
+    ``staged`` (set by the admin before a form is shown again) is the token and the
+    files kept under it; they travel in a hidden ``<name>_staged`` field and are
+    listed by name, since the browser's chooser comes back empty.
+    """
+
     allow_multiple_selected = True
+    staged: tuple[str, list] | None = None
+
+    def render(self, name, value, attrs=None, renderer=None):
+        chooser = super().render(name, value, attrs, renderer)
+        if not self.staged:
+            return chooser
+        token, uploads = self.staged
+        return format_html(
+            '{}<input type="hidden" name="{}_staged" value="{}">'
+            '<div class="help staged-uploads-note">Kept from the form you sent, and added '
+            'when the study is saved (no need to choose them again):</div>'
+            '<ul class="staged-uploads">{}</ul>',
+            chooser,
+            name,
+            token,
+            format_html_join("", "<li>{}</li>", ((upload.name,) for upload in uploads)),
+        )
 
 
 class MultipleImageField(forms.FileField):
-    widget = MultipleFileInput
+    widget = UploadImagesInput
 
     def clean(self, data, initial=None):
         files = data if isinstance(data, list | tuple) else [data] if data else []
@@ -98,12 +122,42 @@ def refused_upload_message(error: ValidationError) -> str:
 class StudyForm(forms.ModelForm):
     upload_images = MultipleImageField(
         required=False,
-        help_text="Add source images (PNG, JPEG, …). Each is checked before it is stored.",
+        help_text="Choose one or more images (PNG, JPEG, …); they are added when you save. "
+        "Each must be at least as large as the crop; a file that is not a usable image is "
+        "named and left out.",
     )
 
     class Meta:
         model = Study
         fields = "__all__"
+
+    @property
+    def staged_token(self) -> str | None:
+        """The token of images kept from an earlier, failed save of this form."""
+        return self.data.get(self.add_prefix("upload_images") + "_staged") or None
+
+    def keep_uploads(self) -> None:
+        """The form is going back to the browser with errors: keep its chosen images."""
+        chosen = [
+            (upload.name, b"".join(upload.chunks()))
+            for upload in self.files.getlist(self.add_prefix("upload_images"))
+            if upload.size
+        ]
+        token = self.staged_token
+        if chosen:
+            token = services.stage_uploads(token, chosen)
+        uploads = services.staged_uploads(token)
+        if uploads:
+            self.fields["upload_images"].widget.staged = (token, uploads)
+
+    def uploads(self) -> list[tuple[str, bytes]]:
+        """Every image to add once the study is saved: those kept earlier, then those sent now."""
+        kept = [
+            (upload.name, services.read_staged(upload))
+            for upload in services.staged_uploads(self.staged_token)
+        ]
+        chosen = [(upload.name, upload.read()) for upload in self.cleaned_data["upload_images"]]
+        return kept + chosen
 
 
 @admin.register(Study)
@@ -157,11 +211,18 @@ class StudyAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        for upload in form.cleaned_data.get("upload_images") or []:
+        for name, data in form.uploads():
             try:
-                services.add_source_image(form.instance, upload.read(), upload.name)
+                services.add_source_image(form.instance, data, name)
             except ValidationError as error:
                 messages.error(request, refused_upload_message(error))
+        services.discard_staged(form.staged_token)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        form = context["adminform"].form
+        if request.method == "POST" and form.is_bound:
+            form.keep_uploads()  # only a form with errors is shown again after a POST
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="Generation")
     def generation_progress(self, study):

@@ -9,10 +9,14 @@ from those rows, which makes every step safe to re-run after a worker dies.
 import hashlib
 import io
 import itertools
+import json
+import re
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -87,6 +91,104 @@ def _refused_image(name: str, reason: str) -> ValidationError:
     return ValidationError(
         "%(name)s: %(reason)s", code="refused_image", params={"name": name, "reason": reason}
     )
+
+
+# --- uploads kept across a failed save -------------------------------------------------
+#
+# A browser cannot refill a file chooser, so when the study form comes back with an error
+# the images chosen with it would be lost. They wait here, under a random token that the
+# re-shown form carries in a hidden field, and are added to the study only when a save
+# succeeds. Nothing is in the study before that.
+
+STAGED_DIR = "staged-uploads"
+STAGED_MAX_AGE = timedelta(days=1)  # a form abandoned longer ago is not coming back
+_STAGED_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    name: str  # as uploaded
+    path: str  # in default_storage
+    sha256: str
+
+
+def _manifest_path(token: str) -> str:
+    return f"{STAGED_DIR}/{token}/manifest.json"
+
+
+def staged_uploads(token: str | None) -> list[StagedUpload]:
+    """The files kept under ``token``, in the order chosen; none for a token that names nothing."""
+    if not token or not _STAGED_TOKEN.fullmatch(token):
+        return []
+    try:
+        with default_storage.open(_manifest_path(token), "rb") as handle:
+            return [StagedUpload(**item) for item in json.load(handle)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def stage_uploads(token: str | None, files: list[tuple[str, bytes]]) -> str:
+    """Keep ``(name, data)`` files under ``token`` (a new token if it names nothing); return it.
+
+    A file already kept under the token (same bytes) is not kept twice, so choosing
+    the same images again after a failed save adds them once.
+    """
+    discard_stale_staged()
+    kept = staged_uploads(token)
+    if not kept:
+        token = secrets.token_urlsafe(16)
+    digests = {upload.sha256 for upload in kept}
+    for name, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in digests:
+            continue
+        digests.add(digest)
+        path = default_storage.save(f"{STAGED_DIR}/{token}/{len(kept)}.upload", ContentFile(data))
+        kept.append(StagedUpload(name=name, path=path, sha256=digest))
+    manifest = json.dumps([upload.__dict__ for upload in kept]).encode()
+    default_storage.delete(_manifest_path(token))
+    default_storage.save(_manifest_path(token), ContentFile(manifest))
+    return token
+
+
+def read_staged(upload: StagedUpload) -> bytes:
+    with default_storage.open(upload.path, "rb") as handle:
+        return handle.read()
+
+
+def discard_staged(token: str | None) -> None:
+    uploads = staged_uploads(token)
+    if not uploads and not (token and _STAGED_TOKEN.fullmatch(token)):
+        return
+    _delete_files([upload.path for upload in uploads] + [_manifest_path(token)])
+    _delete_folder(f"{STAGED_DIR}/{token}")
+
+
+def discard_stale_staged(max_age: timedelta = STAGED_MAX_AGE) -> None:
+    """Forget uploads kept for forms nobody sent again."""
+    try:
+        tokens, _ = default_storage.listdir(STAGED_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    cutoff = timezone.now() - max_age
+    for token in filter(_STAGED_TOKEN.fullmatch, tokens):
+        folder = f"{STAGED_DIR}/{token}"
+        files = [f"{folder}/{name}" for name in default_storage.listdir(folder)[1]]
+        try:
+            stale = all(default_storage.get_modified_time(name) < cutoff for name in files)
+        except (OSError, NotImplementedError):
+            continue
+        if stale:
+            _delete_files(files)
+            _delete_folder(folder)
+
+
+def _delete_folder(name: str) -> None:
+    # The filesystem storage leaves empty folders behind; object stores have none.
+    try:
+        default_storage.delete(name)
+    except OSError:
+        pass
 
 
 def _crop_shape(pixels: np.ndarray, crop_size: int | None) -> tuple[int, int]:

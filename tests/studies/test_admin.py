@@ -4,6 +4,7 @@ import html
 import io
 import os
 import re
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -352,3 +353,91 @@ def test_refused_uploads_are_named_as_uploaded(admin_client):
     assert "chelsea again.png was not added: this image is already in the study." in shown
     # The list of sources shows names as uploaded, too.
     assert [s.name for s in study.sources.all()] == ["chelsea.png"]
+
+
+def staged_files(settings) -> list[str]:
+    return [
+        name
+        for folder, _, names in os.walk(settings.MEDIA_ROOT)
+        for name in names
+        if "staged" in folder
+    ]
+
+
+def test_a_failed_save_keeps_the_chosen_images_until_the_save_succeeds(admin_client, settings):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    files = [io.BytesIO(photo_png("coffee")), io.BytesIO(photo_png("astronaut"))]
+    files[0].name, files[1].name = "Coffee Beans.png", "astronaut.png"
+    response = admin_client.post(url, {**data, "patch_size": "3", "upload_images": files})
+    assert response.status_code == 200  # refused: the patch size is too small
+    page = response.content.decode()
+    assert "Patch size must be between 8 and 512" in page
+    # The browser cannot refill its file chooser: the page lists what the server kept.
+    staged = re.search(r'<ul class="staged-uploads">(.*?)</ul>', page, re.S).group(1)
+    assert re.findall(r"<li>(.*?)</li>", staged) == ["Coffee Beans.png", "astronaut.png"]
+    assert [s.name for s in study.sources.all()] == ["chelsea.png"]  # nothing stored yet
+    assert len(staged_files(settings)) >= 2
+
+    # Fixed and sent again, as the re-shown page sends it: no file chosen this time.
+    data = as_a_browser_sends(page)
+    assert data["upload_images_staged"]
+    response = admin_client.post(url, {**data, "patch_size": "64"})
+    assert response.status_code == 302
+    assert [s.name for s in study.sources.all()] == [
+        "chelsea.png", "Coffee Beans.png", "astronaut.png",
+    ]  # fmt: skip
+    assert staged_files(settings) == []
+
+
+def test_images_chosen_again_after_a_failed_save_are_added_once(admin_client):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+
+    def coffee():
+        upload = io.BytesIO(photo_png("coffee"))
+        upload.name = "coffee.png"
+        return upload
+
+    page = admin_client.post(url, {**data, "patch_size": "3", "upload_images": [coffee()]})
+    data = as_a_browser_sends(page.content.decode())
+    page = admin_client.post(url, {**data, "upload_images": [coffee()]})  # still refused
+    assert page.content.decode().count("<li>coffee.png</li>") == 1
+    data = as_a_browser_sends(page.content.decode())
+    response = admin_client.post(url, {**data, "patch_size": "64"}, follow=True)
+    assert [s.name for s in study.sources.all()] == ["chelsea.png", "coffee.png"]
+    assert not [m for m in messages_on(response.content.decode()) if "not added" in m]
+
+
+@pytest.mark.parametrize("token", ["../../etc", "no-such-token-0123456789", ""])
+def test_a_staged_token_that_names_nothing_is_ignored(admin_client, token):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    response = admin_client.post(url, {**data, "upload_images_staged": token})
+    assert response.status_code == 302
+    assert study.sources.count() == 1
+
+
+def test_a_new_study_refused_once_keeps_its_images(admin_client):
+    url = reverse("admin:studies_study_add")
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    upload = io.BytesIO(photo_png("astronaut"))  # 512×512, the default crop
+    upload.name = "astronaut.png"
+    page = admin_client.post(url, {**data, "upload_images": [upload]})  # no name: refused
+    assert page.status_code == 200 and not SourceImage.objects.exists()
+    data = as_a_browser_sends(page.content.decode())
+    assert admin_client.post(url, {**data, "name": "Second try"}).status_code == 302
+    added = Study.objects.get(name="Second try").sources.all()
+    assert [s.name for s in added] == ["astronaut.png"]
+
+
+def test_images_kept_for_a_form_never_sent_again_are_discarded(settings):
+    token = services.stage_uploads(None, [("a.png", b"a"), ("b.png", b"b")])
+    assert [u.name for u in services.staged_uploads(token)] == ["a.png", "b.png"]
+    services.discard_stale_staged()  # a day has not passed
+    assert len(services.staged_uploads(token)) == 2
+    services.discard_stale_staged(max_age=timedelta(0))
+    assert services.staged_uploads(token) == [] and staged_files(settings) == []
