@@ -1,16 +1,22 @@
 """Admin for configuring studies: sources, codec conditions, and a Generate button with progress."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
 
 import twoafc_codecs
 
 from . import services, tasks
-from .models import Condition, GenerationJob, SourceImage, Study
+from .models import Condition, GenerationJob, ReferencePatch, SourceImage, Study
 
 
 def codec_choices() -> list:
@@ -43,11 +49,43 @@ class ConditionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["codec"].choices = codec_choices()
 
+    def clean(self):
+        cleaned = super().clean()
+        # Its stimuli were made with the old setting and are never made again (the chunk
+        # is done): changed, the condition would describe stimuli it did not make.
+        changed = {"codec", "level", "target_bpp"} & set(self.changed_data)
+        if self.instance.pk and changed and self.instance.encodings.exists():
+            raise ValidationError(
+                f"{self.instance} already has stimuli, made at that setting: add a new "
+                "condition instead of changing this one."
+            )
+        return cleaned
+
+
+class KeepVotesFormSet(forms.BaseInlineFormSet):
+    """Refuses to delete a condition or source image that raters have voted on.
+
+    Its stimuli, triplets and their votes would all be deleted with it, from one
+    ticked box and without a confirmation page.
+    """
+
+    def clean(self):
+        super().clean()
+        for form in self.deleted_forms:
+            votes = services.votes_cast_on(form.instance) if form.instance.pk else 0
+            if votes:
+                raise ValidationError(
+                    f"{form.instance} cannot be deleted here: raters cast {votes} votes on "
+                    "its stimuli, and they would be deleted with it."
+                )
+
 
 class ConditionInline(admin.TabularInline):
     model = Condition
     form = ConditionForm
+    formset = KeepVotesFormSet
     extra = 2
+    verbose_name = "codec condition"
 
     # An imported study's conditions only label where its stimuli came from.
     def has_add_permission(self, request, obj=None):
@@ -66,6 +104,7 @@ def _imported(study: Study | None) -> bool:
 
 class SourceImageInline(admin.TabularInline):
     model = SourceImage
+    formset = KeepVotesFormSet
     fields = ["name", "image", "width", "height"]
     readonly_fields = ["name", "image", "width", "height"]
     extra = 0
@@ -94,7 +133,7 @@ class UploadImagesInput(forms.FileInput):
         return format_html(
             '{}<input type="hidden" name="{}_staged" value="{}">'
             '<div class="help staged-uploads-note">Kept from the form you sent, and added '
-            'when the study is saved (no need to choose them again):</div>'
+            "when the study is saved (no need to choose them again):</div>"
             '<ul class="staged-uploads">{}</ul>',
             chooser,
             name,
@@ -112,7 +151,7 @@ class MultipleImageField(forms.FileField):
 
 
 def refused_upload_message(error: ValidationError) -> str:
-    """"<name> was not added: <reason>.", the name exactly as uploaded."""
+    """The message "<name> was not added: <reason>.", with the name exactly as uploaded."""
     params = error.params or {}
     if "name" not in params:
         return " ".join(error.messages)
@@ -160,6 +199,64 @@ class StudyForm(forms.ModelForm):
         return kept + chosen
 
 
+# Fields that decide where patches are cut: fixed once a source has its patches, or a
+# study would mix patch sizes and positions (later sources would be cut differently).
+GEOMETRY_FIELDS = ["patch_size", "patches_per_image", "crop_size", "seed"]
+WORKER_HINT = "celery -A twoafc worker -Q cpu (and -Q gpu for learned codecs)"
+QUEUED_HINT_AFTER = timedelta(seconds=20)
+
+
+def describe_generation(study: Study) -> str:
+    """The study's generation, in words: what its latest job is doing, or why it stopped.
+
+    Wrapped in a span whose ``data-active`` tells the change page to keep polling.
+    """
+    job = study.latest_job
+    active = job is not None and job.status in (
+        GenerationJob.Status.QUEUED,
+        GenerationJob.Status.RUNNING,
+    )
+    if job is None:
+        text = mark_safe(
+            "Not started. Press <b>Generate</b> once the study has source images and at "
+            "least two conditions."
+        )
+    elif job.status == GenerationJob.Status.QUEUED:
+        waiting = timezone.now() - job.created_at
+        text = format_html(
+            "Queued {} ago: waiting for a Celery worker to take it.{}",
+            timesince(job.created_at),
+            format_html(
+                " Nothing has started yet: is a worker running? <code>{}</code>", WORKER_HINT
+            )
+            if waiting > QUEUED_HINT_AFTER
+            else "",
+        )
+    elif job.status == GenerationJob.Status.RUNNING:
+        text = format_html(
+            '<progress value="{}" max="{}"></progress> '
+            "Running: {} of {} encodes done (one per source image × condition).",
+            job.done, max(job.total, 1), job.done, job.total,
+        )  # fmt: skip
+    elif job.status == GenerationJob.Status.DONE:
+        text = format_html(
+            "Done: {} of {} encodes, {} triplets ready for rating.",
+            job.done, job.total, study.triplets.count(),
+        )  # fmt: skip
+    else:
+        text = format_html(
+            '<span class="generation-error" style="color:#ba2121">Failed: {}</span><br>'
+            "Fix the cause, then press Generate again: finished encodes are kept.",
+            job.error or "no reason recorded",
+        )
+    return format_html(
+        '<span class="generation" data-active="{}" data-status="{}">{}</span>',
+        "true" if active else "false",
+        job.status if job else "none",
+        text,
+    )
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
     form = StudyForm
@@ -167,12 +264,24 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status", "origin"]
     readonly_fields = ["status", "origin", "generation_progress", "rater_link", "results_link"]
     inlines = [ConditionInline, SourceImageInline]
+    # The change form template puts the conditions inline after "Stimuli" and the list of
+    # source images after "Source images": what makes the stimuli stays together.
     fieldsets = [
-        (None, {"fields": ["name", "slug", "description", "status", "origin"]}),
+        (None, {"fields": ["name", "slug", "description"]}),
+        (
+            "Generation",
+            {"fields": ["status", "generation_progress", "rater_link", "results_link", "origin"]},
+        ),
         (
             "Stimuli",
-            {"fields": ["patch_size", "patches_per_image", "crop_size", "seed", "upload_images"]},
+            {
+                "fields": GEOMETRY_FIELDS,
+                "description": "Where patches are cut. Fixed once stimuli are generated. "
+                "Below: the codec conditions, each a codec at a level of its quality knob "
+                "or at a target bitrate (bits per pixel).",
+            },
         ),
+        ("Source images", {"fields": ["upload_images"]}),
         (
             "Triplet design and assignment",
             {
@@ -205,9 +314,20 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),  # fmt: skip
-        ("Progress", {"fields": ["generation_progress", "rater_link", "results_link"]}),
     ]
     change_form_template = "admin/studies/study/change_form.html"
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:  # nothing has been generated yet
+            fieldsets = [fieldset for fieldset in fieldsets if fieldset[0] != "Generation"]
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and ReferencePatch.objects.filter(source__study=obj).exists():
+            readonly += GEOMETRY_FIELDS
+        return readonly
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
@@ -224,17 +344,17 @@ class StudyAdmin(admin.ModelAdmin):
             form.keep_uploads()  # only a form with errors is shown again after a POST
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def response_change(self, request, obj):
+        # The Generate button submits the study form: edits made on the page are saved
+        # first, and generation runs on what the admin sees.
+        if "_generate" in request.POST:
+            self.start_generation(request, obj, saved=True)
+            return redirect(reverse("admin:studies_study_change", args=[obj.pk]))
+        return super().response_change(request, obj)
+
     @admin.display(description="Generation")
     def generation_progress(self, study):
-        job = study.latest_job
-        if job is None:
-            return "not started"
-        text = f"{job.get_status_display()}: {job.progress} chunks"
-        return (
-            format_html("{}<br><span style='color:#b00'>{}</span>", text, job.error)
-            if job.error
-            else text
-        )
+        return describe_generation(study) if study.pk else "-"
 
     @admin.display(description="Rater URL")
     def rater_link(self, study):
@@ -261,23 +381,46 @@ class StudyAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.generate_view),
                 name="studies_study_generate",
             ),
+            path(
+                "<int:study_id>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="studies_study_progress",
+            ),
         ]
         return custom + super().get_urls()
 
-    def generate_view(self, request, study_id: int):
-        study = get_object_or_404(Study, pk=study_id)
-        change_url = reverse("admin:studies_study_change", args=[study.pk])
-        if request.method != "POST":
-            return redirect(change_url)
+    def start_generation(self, request, study: Study, saved: bool = False) -> None:
+        saved_text = "Saved. " if saved else ""
         try:
             job = services.start_generation(study, enqueue=tasks.enqueue_generation)
         except services.NothingToGenerate as nothing:
-            messages.info(request, " ".join(nothing.messages))
+            messages.info(request, saved_text + " ".join(nothing.messages))
         except ValidationError as error:
-            messages.error(request, " ".join(error.messages))
+            messages.error(request, saved_text + " ".join(error.messages))
         else:
-            messages.success(request, f"Generation started (job {job.pk}). Progress shows below.")
+            messages.success(
+                request,
+                f"{saved_text}Generation started (job {job.pk}). Progress shows below "
+                "and updates by itself.",
+            )
+
+    def generate_view(self, request, study_id: int):
+        study = get_object_or_404(Study, pk=study_id)
+        if not self.has_change_permission(request, study):
+            raise PermissionDenied
+        change_url = reverse("admin:studies_study_change", args=[study.pk])
+        if request.method == "POST":
+            self.start_generation(request, study)
         return redirect(change_url)
+
+    def progress_view(self, request, study_id: int):
+        """What the change page shows about generation, for it to refresh in place."""
+        study = get_object_or_404(Study, pk=study_id)
+        if not self.has_view_permission(request, study):
+            raise PermissionDenied
+        return JsonResponse(
+            {"status": study.get_status_display(), "generation": describe_generation(study)}
+        )
 
 
 @admin.register(GenerationJob)

@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -510,3 +510,17 @@ def study_counts(study: Study) -> dict:
         "triplets": study.triplets.count(),
         "votes": Vote.objects.filter(trial__triplet__study=study).count(),
     }
+
+
+def votes_cast_on(item: Condition | SourceImage) -> int:
+    """Votes on triplets showing this condition's stimuli, or this source's patches.
+
+    Deleting the condition or source would delete these votes with it.
+    """
+    from rating.models import Vote
+
+    if isinstance(item, Condition):
+        triplets = Triplet.objects.filter(Q(p0__condition=item) | Q(p1__condition=item))
+    else:
+        triplets = Triplet.objects.filter(patch__source=item)
+    return Vote.objects.filter(trial__triplet__in=triplets).count()

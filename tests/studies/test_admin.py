@@ -4,12 +4,14 @@ import html
 import io
 import os
 import re
+import uuid
 from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from studies import services
@@ -111,7 +113,8 @@ def test_admin_upload_then_generate_shows_progress(
     job = GenerationJob.objects.get(study=study)
     assert (job.status, job.done, job.total) == ("done", 2, 2)
     assert (
-        "Done: 2/2 chunks" in page or "Done: 2/2 chunks" in admin_client.get(url).content.decode()
+        "Done: 2 of 2 encodes, 2 triplets ready for rating."
+        in admin_client.get(url).content.decode()
     )
     assert study.triplets.count() == 2  # 2 patches × C(2, 2)
 
@@ -441,3 +444,124 @@ def test_images_kept_for_a_form_never_sent_again_are_discarded(settings):
     assert len(services.staged_uploads(token)) == 2
     services.discard_stale_staged(max_age=timedelta(0))
     assert services.staged_uploads(token) == [] and staged_files(settings) == []
+
+
+def test_progress_refreshes_in_place_without_reloading_the_page(admin_client):
+    study = configured_study()
+    job = GenerationJob.objects.create(study=study, status="running", total=4, done=1)
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    page = admin_client.get(url).content.decode()
+    # A reload every few seconds would throw away what the admin is typing meanwhile.
+    assert 'http-equiv="refresh"' not in page
+    progress_url = reverse("admin:studies_study_progress", args=[study.pk])
+    assert f'"{progress_url}"' in page
+    state = admin_client.get(progress_url).json()
+    assert 'data-active="true"' in state["generation"]
+    assert "Running: 1 of 4 encodes done" in state["generation"]
+    GenerationJob.objects.filter(pk=job.pk).update(status="failed", error="CodecError: no way")
+    state = admin_client.get(progress_url).json()
+    assert 'data-active="false"' in state["generation"]
+    assert "Failed: CodecError: no way" in state["generation"]
+    assert "press Generate again" in state["generation"]
+
+
+def test_a_job_no_worker_takes_says_to_check_for_a_worker(admin_client):
+    study = configured_study()
+    job = GenerationJob.objects.create(study=study)
+    progress_url = reverse("admin:studies_study_progress", args=[study.pk])
+    assert "is a worker running" not in admin_client.get(progress_url).json()["generation"]
+    GenerationJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    text = admin_client.get(progress_url).json()["generation"]
+    assert "Queued 2\xa0minutes ago" in text and "celery -A twoafc worker -Q cpu" in text
+
+
+def test_progress_is_for_staff_only(client, admin_client):
+    study = configured_study()
+    progress_url = reverse("admin:studies_study_progress", args=[study.pk])
+    assert client.get(progress_url).status_code == 302  # to the login page
+    assert admin_client.get(progress_url).status_code == 200
+
+
+def test_generate_saves_the_edits_on_the_page_first(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    page = admin_client.get(url).content.decode()
+    assert 'form="study_form" name="_generate"' in page
+    data = as_a_browser_sends(page)
+    data.update({"conditions-2-codec": "avif", "conditions-2-level": "40", "_generate": "1"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, data, follow=True)
+    assert "Saved. Generation started" in messages_on(response.content.decode())[0]
+    job = GenerationJob.objects.get(study=study)
+    assert (job.status, job.done, job.total) == ("done", 3, 3)  # the new condition included
+
+
+def test_a_generated_study_keeps_its_patch_geometry(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    study = configured_study()
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    assert 'name="patch_size"' in admin_client.get(url).content.decode()
+    press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    page = admin_client.get(url).content.decode()
+    assert 'name="patch_size"' not in page and 'name="crop_size"' not in page
+    data = as_a_browser_sends(page)
+    assert admin_client.post(url, {**data, "patch_size": "32"}).status_code == 302
+    study.refresh_from_db()
+    assert study.patch_size == 64
+
+
+def test_a_condition_with_stimuli_cannot_be_changed_in_place(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    study = configured_study()
+    press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    jpeg = next(n for n, v in data.items() if n.endswith("-codec") and v == "jpeg")
+    response = admin_client.post(url, {**data, jpeg.replace("codec", "level"): "80"})
+    assert response.status_code == 200
+    assert "jpeg@30 already has stimuli" in response.content.decode()
+    assert study.conditions.get(codec="jpeg").level == 30
+
+
+def test_a_condition_or_image_with_votes_is_not_deleted_from_the_form(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    from rating import services as rating
+    from rating.models import Vote
+
+    study = configured_study(trials_per_session=1, practice_trials=0, sentinel_rate=0)
+    services.add_source_image(study, photo_png("astronaut"), "astronaut.png")
+    Condition.objects.create(study=study, codec="avif", level=30)
+    press_generate(admin_client, study, django_capture_on_commit_callbacks)
+    study.refresh_from_db()
+    session = rating.start_session(study, rating.Arrival(participant_id="P1"))
+    trial = session.trials.get()
+    rating.record_vote(session.token, index=trial.index, triplet_id=trial.triplet_id,
+                       side="left", client_id=uuid.uuid4(), rt_ms=500)  # fmt: skip
+    voted = trial.triplet.p0.condition
+
+    def delete_box(prefix, item):
+        row = next(n for n, v in data.items() if n.startswith(prefix) and n.endswith("-id")
+                   and v == str(item.pk))  # fmt: skip
+        return row.replace("-id", "-DELETE")
+
+    url = reverse("admin:studies_study_change", args=[study.pk])
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    response = admin_client.post(url, {**data, delete_box("conditions-", voted): "on"})
+    assert response.status_code == 200
+    assert f"{voted} cannot be deleted here: raters cast 1 votes" in response.content.decode()
+    assert Vote.objects.count() == 1
+    source = trial.triplet.patch.source
+    response = admin_client.post(url, {**data, delete_box("sources-", source): "on"})
+    assert f"{source.name} cannot be deleted here" in response.content.decode()
+    # Without votes, a condition can go (with its stimuli and triplets).
+    unvoted = study.conditions.exclude(
+        pk__in=[trial.triplet.p0.condition_id, trial.triplet.p1.condition_id]
+    ).get()
+    response = admin_client.post(url, {**data, delete_box("conditions-", unvoted): "on"})
+    assert response.status_code == 302
+    assert not study.conditions.filter(pk=unvoted.pk).exists() and Vote.objects.count() == 1
