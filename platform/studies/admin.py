@@ -28,7 +28,7 @@ def codec_choices() -> list:
     groups: dict[str, list] = {"cpu": [], "gpu": []}
     for name in twoafc_codecs.available_codecs():
         codec = twoafc_codecs.get_codec(name)
-        label = f"{name} — {codec.label}: {codec.level_name} {codec.describe_range()}"
+        label = f"{name} — {codec.label}; {codec.level_name} {codec.describe_range()}"
         groups.setdefault(codec.queue, []).append((name, label))
     return [
         ("", "---------"),
@@ -48,18 +48,14 @@ class ConditionForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["codec"].choices = codec_choices()
-
-    def clean(self):
-        cleaned = super().clean()
-        # Its stimuli were made with the old setting and are never made again (the chunk
-        # is done): changed, the condition would describe stimuli it did not make.
-        changed = {"codec", "level", "target_bpp"} & set(self.changed_data)
-        if self.instance.pk and changed and self.instance.encodings.exists():
-            raise ValidationError(
-                f"{self.instance} already has stimuli, made at that setting: add a new "
-                "condition instead of changing this one."
-            )
-        return cleaned
+        # Its stimuli were made at this setting and are never made again (their chunks
+        # are done): changed, the condition would describe stimuli it did not make.
+        if self.instance.pk and self.instance.encodings.exists():
+            for field in self.fields.values():
+                field.disabled = True
+                field.widget.attrs["title"] = (
+                    "This condition has stimuli: add a new condition rather than change it."
+                )
 
 
 class KeepVotesFormSet(forms.BaseInlineFormSet):
@@ -105,13 +101,22 @@ def _imported(study: Study | None) -> bool:
 class SourceImageInline(admin.TabularInline):
     model = SourceImage
     formset = KeepVotesFormSet
-    fields = ["name", "image", "width", "height"]
-    readonly_fields = ["name", "image", "width", "height"]
+    verbose_name_plural = "images in this study"
+    fields = ["name", "preview", "width", "height"]
+    readonly_fields = ["name", "preview", "width", "height"]
     extra = 0
     can_delete = True
 
     def has_add_permission(self, request, obj=None):
         return False  # uploads go through the validated field on the study form
+
+    @admin.display(description="Image")
+    def preview(self, source):
+        return format_html(
+            '<a href="{}"><img src="{}" alt="" style="max-height:64px;max-width:128px"></a>',
+            source.image.url,
+            source.image.url,
+        )
 
 
 class UploadImagesInput(forms.FileInput):
@@ -130,11 +135,13 @@ class UploadImagesInput(forms.FileInput):
         if not self.staged:
             return chooser
         token, uploads = self.staged
+        # One block: the field's row is a flex container, which would set a note and a
+        # list beside the chooser in narrow columns.
         return format_html(
-            '{}<input type="hidden" name="{}_staged" value="{}">'
-            '<div class="help staged-uploads-note">Kept from the form you sent, and added '
-            "when the study is saved (no need to choose them again):</div>"
-            '<ul class="staged-uploads">{}</ul>',
+            '<div class="upload-images">{}<input type="hidden" name="{}_staged" value="{}">'
+            '<p class="staged-uploads-note"><b>Kept from the form you sent</b>, and added '
+            "when the study is saved (no need to choose them again):</p>"
+            '<ul class="staged-uploads">{}</ul></div>',
             chooser,
             name,
             token,
@@ -203,7 +210,8 @@ class StudyForm(forms.ModelForm):
 # study would mix patch sizes and positions (later sources would be cut differently).
 GEOMETRY_FIELDS = ["patch_size", "patches_per_image", "crop_size", "seed"]
 WORKER_HINT = "celery -A twoafc worker -Q cpu (and -Q gpu for learned codecs)"
-QUEUED_HINT_AFTER = timedelta(seconds=20)
+QUEUED_HINT_AFTER = timedelta(minutes=1)
+ACTIVE_JOB = [GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING]
 
 
 def describe_generation(study: Study) -> str:
@@ -212,10 +220,7 @@ def describe_generation(study: Study) -> str:
     Wrapped in a span whose ``data-active`` tells the change page to keep polling.
     """
     job = study.latest_job
-    active = job is not None and job.status in (
-        GenerationJob.Status.QUEUED,
-        GenerationJob.Status.RUNNING,
-    )
+    active = job is not None and job.status in ACTIVE_JOB
     if job is None:
         text = mark_safe(
             "Not started. Press <b>Generate</b> once the study has source images and at "
@@ -223,14 +228,14 @@ def describe_generation(study: Study) -> str:
         )
     elif job.status == GenerationJob.Status.QUEUED:
         waiting = timezone.now() - job.created_at
-        text = format_html(
-            "Queued {} ago: waiting for a Celery worker to take it.{}",
-            timesince(job.created_at),
+        text = (
             format_html(
-                " Nothing has started yet: is a worker running? <code>{}</code>", WORKER_HINT
+                "Queued {} ago, and no worker has taken it yet: is one running? <code>{}</code>",
+                timesince(job.created_at),
+                WORKER_HINT,
             )
             if waiting > QUEUED_HINT_AFTER
-            else "",
+            else "Queued: waiting for a Celery worker to take it."
         )
     elif job.status == GenerationJob.Status.RUNNING:
         text = format_html(
@@ -317,6 +322,10 @@ class StudyAdmin(admin.ModelAdmin):
     ]
     change_form_template = "admin/studies/study/change_form.html"
 
+    def get_inlines(self, request, obj):
+        # A new study has no images to list yet; the chooser above adds them.
+        return [ConditionInline] if obj is None else self.inlines
+
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:  # nothing has been generated yet
@@ -325,7 +334,10 @@ class StudyAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         readonly = list(super().get_readonly_fields(request, obj))
-        if obj is not None and ReferencePatch.objects.filter(source__study=obj).exists():
+        if obj is not None and (
+            ReferencePatch.objects.filter(source__study=obj).exists()
+            or obj.generation_jobs.filter(status__in=ACTIVE_JOB).exists()  # about to cut them
+        ):
             readonly += GEOMETRY_FIELDS
         return readonly
 
@@ -352,7 +364,7 @@ class StudyAdmin(admin.ModelAdmin):
             return redirect(reverse("admin:studies_study_change", args=[obj.pk]))
         return super().response_change(request, obj)
 
-    @admin.display(description="Generation")
+    @admin.display(description="Progress")
     def generation_progress(self, study):
         return describe_generation(study) if study.pk else "-"
 

@@ -519,11 +519,17 @@ def test_a_condition_with_stimuli_cannot_be_changed_in_place(
     study = configured_study()
     press_generate(admin_client, study, django_capture_on_commit_callbacks)
     url = reverse("admin:studies_study_change", args=[study.pk])
-    data = as_a_browser_sends(admin_client.get(url).content.decode())
-    jpeg = next(n for n, v in data.items() if n.endswith("-codec") and v == "jpeg")
-    response = admin_client.post(url, {**data, jpeg.replace("codec", "level"): "80"})
-    assert response.status_code == 200
-    assert "jpeg@30 already has stimuli" in response.content.decode()
+    page = admin_client.get(url).content.decode()
+    assert re.search(r'<select name="conditions-\d-codec"[^>]*disabled', page)
+    assert re.search(
+        r'<input type="number" name="conditions-\d-level" value="30"[^>]*disabled', page
+    )
+    data = as_a_browser_sends(page)
+    existing = ("conditions-0-", "conditions-1-")
+    assert not [n for n in data if n.startswith(existing) and n.endswith(("codec", "level"))]
+    # Sent anyway (a page rendered before generation), the change is ignored.
+    data.update({"conditions-0-codec": "jpeg", "conditions-0-level": "80"})
+    assert admin_client.post(url, data).status_code == 302
     assert study.conditions.get(codec="jpeg").level == 30
 
 
