@@ -221,7 +221,9 @@ def describe_generation(study: Study) -> str:
     """
     job = study.latest_job
     active = job is not None and job.status in ACTIVE_JOB
-    if job is None:
+    if job is None and study.origin == Study.Origin.IMPORTED:
+        text = "Imported with its stimuli: never generated."
+    elif job is None:
         text = mark_safe(
             "Not started. Press <b>Generate</b> once the study has source images and at "
             "least two conditions."
@@ -356,13 +358,21 @@ class StudyAdmin(admin.ModelAdmin):
             form.keep_uploads()  # only a form with errors is shown again after a POST
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def response_change(self, request, obj):
-        # The Generate button submits the study form: edits made on the page are saved
-        # first, and generation runs on what the admin sees.
+    # "Save and generate" (and Generate at the top, which presses it) submits the study
+    # form: edits made on the page are saved first, and generation runs on what the admin sees.
+    def response_add(self, request, obj, post_url_continue=None):
         if "_generate" in request.POST:
-            self.start_generation(request, obj, saved=True)
-            return redirect(reverse("admin:studies_study_change", args=[obj.pk]))
+            return self.save_and_generate(request, obj)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        if "_generate" in request.POST:
+            return self.save_and_generate(request, obj)
         return super().response_change(request, obj)
+
+    def save_and_generate(self, request, study: Study):
+        self.start_generation(request, study, saved=True)
+        return redirect(reverse("admin:studies_study_change", args=[study.pk]))
 
     @admin.display(description="Progress")
     def generation_progress(self, study):

@@ -95,10 +95,14 @@ def test_an_admin_creates_generates_edits_and_regenerates_a_study(
     assert text == "Done: 4 of 4 encodes, 4 triplets ready for rating."  # 2 images × 2 patches
     assert page.inner_text(".field-status .readonly") == "Ready for rating"
 
-    # Saved unchanged, then with one field changed: both just work.
-    save_and_continue(page)
+    # Saved unchanged (Enter in a field: it saves, and does not generate), then with one
+    # field changed: both just work.
+    with page.expect_navigation():
+        page.press("#id_name", "Enter")
     assert any("was changed successfully" in text for text in messages(page)), messages(page)
-    screenshot(page, "05-saved-unchanged")
+    assert GenerationJob.objects.filter(study=study).count() == 1
+    screenshot(page, "05-saved-unchanged", full_page=False)  # Save leads to the list
+    page.goto(f"{live_server.url}/admin/studies/study/{study.pk}/change/")
     page.fill("#id_votes_per_triplet", "5")
     save_and_continue(page)
     assert any("was changed successfully" in text for text in messages(page)), messages(page)
@@ -120,3 +124,7 @@ def test_an_admin_creates_generates_edits_and_regenerates_a_study(
     assert page.inner_text(".field-generation_progress .readonly").startswith("Done: 6 of 6")
     assert GenerationJob.objects.filter(study=study).count() == 2
     screenshot(page, "07-nothing-to-generate", full_page=False)
+
+    page.goto(f"{live_server.url}/admin/studies/study/")
+    assert "Done: 6 of 6 encodes" in page.inner_text("#result_list")
+    screenshot(page, "08-study-list", full_page=False)

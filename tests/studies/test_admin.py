@@ -488,7 +488,10 @@ def test_generate_saves_the_edits_on_the_page_first(
     study = configured_study()
     url = reverse("admin:studies_study_change", args=[study.pk])
     page = admin_client.get(url).content.decode()
-    assert 'form="study_form" name="_generate"' in page
+    # Inside the study form, after Save: Enter in a field presses Save, not this.
+    form = page[page.index('id="study_form"') :]
+    form = form[: form.index("</form>")]
+    assert 0 < form.index('name="_save"') < form.index('name="_generate"')
     data = as_a_browser_sends(page)
     data.update({"conditions-2-codec": "avif", "conditions-2-level": "40", "_generate": "1"})
     with django_capture_on_commit_callbacks(execute=True):
@@ -571,3 +574,33 @@ def test_a_condition_or_image_with_votes_is_not_deleted_from_the_form(
     response = admin_client.post(url, {**data, delete_box("conditions-", unvoted): "on"})
     assert response.status_code == 302
     assert not study.conditions.filter(pk=unvoted.pk).exists() and Vote.objects.count() == 1
+
+
+def test_a_new_study_can_be_saved_and_generated_at_once(
+    admin_client, eager_celery, django_capture_on_commit_callbacks
+):
+    url = reverse("admin:studies_study_add")
+    data = as_a_browser_sends(admin_client.get(url).content.decode())
+    upload = io.BytesIO(photo_png("astronaut"))
+    upload.name = "astronaut.png"
+    data.update({
+        "name": "At once", "crop_size": "128", "patches_per_image": "2",
+        "conditions-0-codec": "jpeg", "conditions-0-level": "20",
+        "conditions-1-codec": "jpegxl", "conditions-1-target_bpp": "1.0",
+        "upload_images": [upload], "_generate": "Save and generate",
+    })  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, data, follow=True)
+    study = Study.objects.get(name="At once")
+    assert response.redirect_chain[-1][0] == reverse("admin:studies_study_change", args=[study.pk])
+    assert "Saved. Generation started" in messages_on(response.content.decode())[0]
+    assert study.latest_job.status == "done" and study.triplets.count() == 2
+
+
+def test_an_imported_study_offers_no_generate(admin_client):
+    study = configured_study()
+    Study.objects.filter(pk=study.pk).update(origin=Study.Origin.IMPORTED, status="ready")
+    page = admin_client.get(reverse("admin:studies_study_change", args=[study.pk])).content
+    page = page.decode()
+    assert 'id="generate-button"' not in page and 'name="_generate"' not in page
+    assert "Imported with its stimuli" in page and "Press <b>Generate</b>" not in page
