@@ -10,7 +10,7 @@ generate again, then press Generate with nothing new. Runs on the embedded defau
 import pytest
 
 from studies.models import GenerationJob, Study
-from tests.conftest import photo_png
+from tests.conftest import make_study, photo_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -45,6 +45,7 @@ def generate_and_watch(page, screenshot, name: str) -> str:
     screenshot(page, f"{name}-started", full_page=False)
     page.wait_for_selector(f'{GENERATION}[data-active="false"]', timeout=90_000)
     assert page.evaluate("window.stillTheSamePage === true")  # refreshed in place
+    assert messages(page) == ["Generation finished: see Progress below."]
     screenshot(page, f"{name}-finished")
     return page.inner_text(".field-generation_progress .readonly")
 
@@ -128,3 +129,27 @@ def test_an_admin_creates_generates_edits_and_regenerates_a_study(
     page.goto(f"{live_server.url}/admin/studies/study/")
     assert "Done: 6 of 6 encodes" in page.inner_text("#result_list")
     screenshot(page, "08-study-list", full_page=False)
+
+
+def test_a_failed_generation_reads_as_what_went_wrong_and_what_to_do(
+    live_server, admin_user, open_page, screenshot, workers
+):
+    """A GPU-queue codec on a worker that may not run it on its CPU: the job fails in the worker."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the GPU codec would run")
+    worker = workers.start(TWOAFC_GPU_FALLBACK_CPU="0")
+    study = make_study(photos=("astronaut",), crop_size=128, patches_per_image=2,
+                       conditions=(("jpeg", 30), ("jpeg-nvjpeg", 30)))  # fmt: skip
+    page = log_in(open_page, live_server, f"/admin/studies/study/{study.pk}/change/")
+    with page.expect_navigation():
+        page.click("#generate-button")
+    page.wait_for_selector(f'{GENERATION}[data-status="failed"]', timeout=60_000)
+    assert worker.poll() is None
+    text = page.inner_text(".field-generation_progress .readonly")
+    assert text.startswith("Failed: RuntimeError: this worker has no GPU")
+    assert "press Generate again" in text
+    assert page.inner_text(".field-status .readonly") == "Generation failed"
+    assert messages(page) == ["Generation failed: the reason is under Progress below."]
+    screenshot(page, "failed", full_page=False)
