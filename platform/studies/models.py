@@ -230,9 +230,7 @@ class Condition(models.Model):
                 "or a target bitrate in bits per pixel"
             )
         if self.level is not None and self.target_bpp is not None:
-            raise twoafc_codecs.CodecError(
-                f"{self.codec}: give a level or a target bpp, not both"
-            )
+            raise twoafc_codecs.CodecError(f"{self.codec}: give a level or a target bpp, not both")
         if self.rate_targeted:
             twoafc_codecs.validate_target_bpp(self.codec, self.target_bpp)
         else:
