@@ -43,6 +43,22 @@ def eager_celery():
     app.conf.task_always_eager = previous
 
 
+@pytest.fixture
+def workers(tmp_path):
+    """Real Celery worker processes (``workers.start()``), stopped when the test ends."""
+    from tests.celery_workers import start_workers
+
+    started = start_workers(tmp_path)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def worker(workers):
+    """One real Celery worker process on both queues."""
+    return workers.start()
+
+
 def make_study(
     *, photos=PHOTOS[:2], conditions=(("jpeg", 10), ("jpeg", 50), ("webp", 30)), **fields
 ):

@@ -286,10 +286,14 @@ class Condition(models.Model):
                 f"{self}: study {self.study.slug!r} was imported; its stimuli came with the data "
                 "and are never generated"
             )
-        if (self.level is None) == (self.target_bpp is None):
+        if self.level is None and self.target_bpp is None:
+            codec = twoafc_codecs.get_codec(self.codec)
             raise twoafc_codecs.CodecError(
-                f"{self.codec}: give either a level or a target bpp, not both"
+                f"{self.codec}: give a {codec.level_name} from {codec.describe_range()}, "
+                "or a target bitrate in bits per pixel"
             )
+        if self.level is not None and self.target_bpp is not None:
+            raise twoafc_codecs.CodecError(f"{self.codec}: give a level or a target bpp, not both")
         if self.rate_targeted:
             twoafc_codecs.validate_target_bpp(self.codec, self.target_bpp)
         else:
@@ -301,6 +305,13 @@ class Condition(models.Model):
             self.validate()
         except twoafc_codecs.CodecError as error:
             raise ValidationError(str(error)) from None
+
+    def validate_constraints(self, exclude=None):
+        # clean() says in words what is missing or doubled; the bare "constraint
+        # level_xor_target_bpp is violated" would only repeat it.
+        if (self.level is None) == (self.target_bpp is None):
+            exclude = {*(exclude or ()), "level"}
+        super().validate_constraints(exclude=exclude)
 
 
 class Encoding(models.Model):

@@ -9,10 +9,14 @@ from those rows, which makes every step safe to re-run after a worker dies.
 import hashlib
 import io
 import itertools
+import json
+import re
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -20,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -56,7 +60,9 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
     """Validate an uploaded image and store it as an RGB PNG.
 
     Raises ValidationError, with nothing stored, for a file that is not an image,
-    is corrupt, is over the pixel limit or is smaller than the study's crop.
+    is corrupt, is over the pixel limit or is smaller than the study's crop. Its
+    message is "<name>: <reason>"; ``params`` holds both, for callers that word it
+    differently.
     """
     try:
         pixels = twoafc_codecs.load_rgb(data, max_pixels=settings.MAX_UPLOAD_PIXELS)
@@ -65,10 +71,10 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
             *_crop_shape(pixels, study.crop_size), study.patch_size, study.patches_per_image, 0
         )
     except twoafc_codecs.CodecError as error:
-        raise ValidationError(f"{name}: {error}") from None
+        raise _refused_image(name, str(error)) from None
     digest = hashlib.sha256(data).hexdigest()
     if study.sources.filter(sha256=digest).exists():
-        raise ValidationError(f"{name}: this image is already in the study.")
+        raise _refused_image(name, "this image is already in the study.")
     source = SourceImage(
         study=study, name=name, sha256=digest, height=pixels.shape[0], width=pixels.shape[1]
     )
@@ -77,8 +83,112 @@ def add_source_image(study: Study, data: bytes, name: str) -> SourceImage:
         source.save()
     except IntegrityError:
         source.image.delete(save=False)
-        raise ValidationError(f"{name}: this image is already in the study.") from None
+        raise _refused_image(name, "this image is already in the study.") from None
     return source
+
+
+def _refused_image(name: str, reason: str) -> ValidationError:
+    return ValidationError(
+        "%(name)s: %(reason)s", code="refused_image", params={"name": name, "reason": reason}
+    )
+
+
+# --- uploads kept across a failed save -------------------------------------------------
+#
+# A browser cannot refill a file chooser, so when the study form comes back with an error
+# the images chosen with it would be lost. They wait here, under a random token that the
+# re-shown form carries in a hidden field, and are added to the study only when a save
+# succeeds. Nothing is in the study before that.
+
+STAGED_DIR = "staged-uploads"
+STAGED_MAX_AGE = timedelta(days=1)  # a form abandoned longer ago is not coming back
+_STAGED_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    name: str  # as uploaded
+    path: str  # in default_storage
+    sha256: str
+
+
+def _manifest_path(token: str) -> str:
+    return f"{STAGED_DIR}/{token}/manifest.json"
+
+
+def staged_uploads(token: str | None) -> list[StagedUpload]:
+    """The files kept under ``token``, in the order chosen; none for a token that names nothing."""
+    if not token or not _STAGED_TOKEN.fullmatch(token):
+        return []
+    try:
+        with default_storage.open(_manifest_path(token), "rb") as handle:
+            return [StagedUpload(**item) for item in json.load(handle)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def stage_uploads(token: str | None, files: list[tuple[str, bytes]]) -> str:
+    """Keep ``(name, data)`` files under ``token`` (a new token if it names nothing); return it.
+
+    A file already kept under the token (same bytes) is not kept twice, so choosing
+    the same images again after a failed save adds them once.
+    """
+    discard_stale_staged()
+    kept = staged_uploads(token)
+    if not kept:
+        token = secrets.token_urlsafe(16)
+    digests = {upload.sha256 for upload in kept}
+    for name, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in digests:
+            continue
+        digests.add(digest)
+        path = default_storage.save(f"{STAGED_DIR}/{token}/{len(kept)}.upload", ContentFile(data))
+        kept.append(StagedUpload(name=name, path=path, sha256=digest))
+    manifest = json.dumps([upload.__dict__ for upload in kept]).encode()
+    default_storage.delete(_manifest_path(token))
+    default_storage.save(_manifest_path(token), ContentFile(manifest))
+    return token
+
+
+def read_staged(upload: StagedUpload) -> bytes:
+    with default_storage.open(upload.path, "rb") as handle:
+        return handle.read()
+
+
+def discard_staged(token: str | None) -> None:
+    uploads = staged_uploads(token)
+    if not uploads and not (token and _STAGED_TOKEN.fullmatch(token)):
+        return
+    _delete_files([upload.path for upload in uploads] + [_manifest_path(token)])
+    _delete_folder(f"{STAGED_DIR}/{token}")
+
+
+def discard_stale_staged(max_age: timedelta = STAGED_MAX_AGE) -> None:
+    """Forget uploads kept for forms nobody sent again."""
+    try:
+        tokens, _ = default_storage.listdir(STAGED_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    cutoff = timezone.now() - max_age
+    for token in filter(_STAGED_TOKEN.fullmatch, tokens):
+        folder = f"{STAGED_DIR}/{token}"
+        files = [f"{folder}/{name}" for name in default_storage.listdir(folder)[1]]
+        try:
+            stale = all(default_storage.get_modified_time(name) < cutoff for name in files)
+        except (OSError, NotImplementedError):
+            continue
+        if stale:
+            _delete_files(files)
+            _delete_folder(folder)
+
+
+def _delete_folder(name: str) -> None:
+    # The filesystem storage leaves empty folders behind; object stores have none.
+    try:
+        default_storage.delete(name)
+    except OSError:
+        pass
 
 
 def _crop_shape(pixels: np.ndarray, crop_size: int | None) -> tuple[int, int]:
@@ -104,14 +214,33 @@ def check_ready_to_generate(study: Study) -> None:
         raise ValidationError(f"Cannot generate {study}: " + "; ".join(problems) + ".")
 
 
+class NothingToGenerate(ValidationError):
+    """Generate was pressed on a ready study that has no new image or condition."""
+
+
+def chunks_to_do(study: Study) -> tuple[int, int]:
+    """(chunks still without an encoding, all chunks): one chunk is a source × a condition."""
+    total = study.sources.count() * study.conditions.count()
+    done = Encoding.objects.filter(source__study=study, condition__study=study).count()
+    return total - done, total
+
+
 def start_generation(study: Study, enqueue: Callable[[int], None]) -> GenerationJob:
     """Record a generation job and hand it to the workers once the row is committed.
 
     Starting again also resumes: only chunks without an Encoding are enqueued, so a
     job whose messages were lost (a broker without acknowledgements, a wiped queue)
-    is finished by the next one, which supersedes it.
+    is finished by the next one, which supersedes it. A ready study with nothing new
+    raises NothingToGenerate, and no job is recorded.
     """
     check_ready_to_generate(study)
+    todo, total = chunks_to_do(study)
+    if todo == 0 and study.status in (Study.Status.READY, Study.Status.COMPLETE):
+        raise NothingToGenerate(
+            f"Nothing new to generate: every source image of {study} is already encoded "
+            f"under every condition ({total} of {total} done, {study.triplets.count()} "
+            "triplets ready). Add images or conditions first."
+        )
     with transaction.atomic():
         job = GenerationJob.objects.create(study=study)
         GenerationJob.objects.filter(
@@ -150,8 +279,12 @@ def prepare_generation(job_id: int, gpu_batch: int = 16) -> list[Chunk]:
         Encoding.objects.filter(source__study=study).values_list("source_id", "condition_id")
     )
     conditions = list(study.conditions.all())
+    # Chunks finished by earlier jobs count as done from the start: a job that only adds
+    # a condition reads "4/6", not "0/6", and one with nothing left is not "Done: 0/4".
     GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.RUNNING, total=len(sources) * len(conditions)
+        status=GenerationJob.Status.RUNNING,
+        total=len(sources) * len(conditions),
+        done=sum((s, c.pk) in done for s in sources for c in conditions),
     )
     chunks = []
     for condition in conditions:
@@ -377,3 +510,17 @@ def study_counts(study: Study) -> dict:
         "triplets": study.triplets.count(),
         "votes": Vote.objects.filter(trial__triplet__study=study).count(),
     }
+
+
+def votes_cast_on(item: Condition | SourceImage) -> int:
+    """Votes on triplets showing this condition's stimuli, or this source's patches.
+
+    Deleting the condition or source would delete these votes with it.
+    """
+    from rating.models import Vote
+
+    if isinstance(item, Condition):
+        triplets = Triplet.objects.filter(Q(p0__condition=item) | Q(p1__condition=item))
+    else:
+        triplets = Triplet.objects.filter(patch__source=item)
+    return Vote.objects.filter(trial__triplet__in=triplets).count()

@@ -37,8 +37,8 @@ def test_a_target_bitrate_condition_is_met_per_source_and_recorded(
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"codec": "jpeg", "level": 30, "target_bpp": 0.5}, "either a level or a target"),
-        ({"codec": "jpeg"}, "either a level or a target"),
+        ({"codec": "jpeg", "level": 30, "target_bpp": 0.5}, "a level or a target bpp, not both"),
+        ({"codec": "jpeg"}, "give a quality from 1 to 100 .*, or a target bitrate"),
         ({"codec": "webp", "target_bpp": -1.0}, "bits per pixel above 0"),
         ({"codec": "avif", "level": 101}, "avif"),
         ({"codec": "bpg", "target_bpp": 0.5}, "unknown codec"),
