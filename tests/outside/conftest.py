@@ -16,17 +16,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from tests.celery_workers import database_url
 from twoafc import processes
-
-
-def database_url() -> str:
-    """The URL of the test database this process is using, for a child process to open."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    user = db["USER"] or ""
-    auth = f"{user}:{db['PASSWORD']}@" if db["PASSWORD"] else f"{user}@" if user else ""
-    return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def free_port() -> int:

@@ -559,7 +559,7 @@ def test_a_condition_or_image_with_votes_is_not_deleted_from_the_form(
     from rating import services as rating
     from rating.models import Vote
 
-    study = configured_study(trials_per_session=1, practice_trials=0, sentinel_rate=0)
+    study = configured_study(trials_per_session=1, practice_trials=0, sentinel_rate=0, min_sentinels=0)
     services.add_source_image(study, photo_png("astronaut"), "astronaut.png")
     Condition.objects.create(study=study, codec="avif", level=30)
     press_generate(admin_client, study, django_capture_on_commit_callbacks)
