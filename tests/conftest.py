@@ -33,6 +33,27 @@ def _media_in_tmp(settings, tmp_path_factory):
 
 
 @pytest.fixture
+def workers(tmp_path):
+    """Start real Celery worker processes with ``workers.start(**env)``; all stop at teardown.
+
+    Use with ``django_db(transaction=True)``: a worker sees only committed rows."""
+    from tests.worker_processes import Workers, purge_broker, shareable_database
+
+    if not shareable_database():
+        pytest.skip("an in-memory SQLite test database cannot be shared with a worker process")
+    purge_broker()
+    started = Workers(tmp_path / "worker.log")
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def worker(workers):
+    """One real Celery worker process on both queues."""
+    return workers.start()
+
+
+@pytest.fixture
 def eager_celery():
     """Run .delay() inline, for unit tests that need no worker process."""
     from twoafc.celery import app
