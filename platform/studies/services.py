@@ -370,10 +370,9 @@ def fail_generation(job_id: int, message: str) -> None:
 
 
 def study_counts(study: Study) -> dict:
-    from rating.models import Vote
-
+    """What generation made: stimuli and triplets. Votes belong to the rating app, which
+    builds on this one: ``rating.selectors.vote_counts`` counts them."""
     return {
         "stimuli": Stimulus.objects.filter(patch__source__study=study).count(),
         "triplets": study.triplets.count(),
-        "votes": Vote.objects.filter(trial__triplet__study=study).count(),
     }
