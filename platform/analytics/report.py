@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from rating.selectors import count_rows, vote_counts
 from studies.models import Study
@@ -200,6 +201,7 @@ def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresh
         ax.axvline(limit, color="black", ls="--")
         ax.set_xlabel(label, fontsize=FONT)
         ax.set_ylabel("raters", fontsize=FONT)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # no "1.5 raters"
         ax.tick_params(labelsize=FONT)
     fig.legend(
         handles=[
