@@ -18,6 +18,20 @@ METRICS = ["psnr", "ssim", "ms-ssim", "lpips-alex", "lpips-vgg", "stlpips-alex",
 CODECS = ["jpeg", "jpeg2000", "webp", "avif", "heic", "jpegxl"]
 
 
+QUALITIES = [
+    {"sentinel_accuracy": 0.9 - 0.1 * k, "repeat_agreement": 0.8, "median_rt_ms": 300 + 100 * k,
+     "fast_share": 0.05 * k, "side_share": 0.6}
+    for k in range(5)
+]  # fmt: skip
+THRESHOLDS = {
+    "sentinel_accuracy": (0.8, "min", "sentinel accuracy"),
+    "repeat_agreement": (0.5, "min", "repeat agreement"),
+    "median_rt_ms": (400, "min", "median response time (ms)"),
+    "fast_share": (0.2, "max", "share of too-fast responses"),
+    "side_share": (0.9, "max", "share on the preferred side"),
+}
+
+
 def shown_font_sizes(svg: str) -> list[float]:
     """Each text's size in CSS pixels once ``max-width: 100%`` fits the SVG in the column.
 
@@ -85,15 +99,7 @@ def win_rate_result():
         lambda: afc_figure(afc_table(), METRICS),
         lambda: breakdown_figure(pair_groups(), METRICS, "codec pair"),
         lambda: breakdown_figure(pair_groups(CODECS[:2]), METRICS[:3], "codec pair"),
-        lambda: quality_figure(
-            [{"sentinel_accuracy": 0.9, "repeat_agreement": 0.8, "median_rt_ms": 700,
-              "fast_share": 0.1, "side_share": 0.6}] * 5, [False] * 4 + [True],
-            {"sentinel_accuracy": (0.8, "min", "sentinel accuracy"),
-             "repeat_agreement": (0.5, "min", "repeat agreement"),
-             "median_rt_ms": (400, "min", "median response time (ms)"),
-             "fast_share": (0.2, "max", "share of too-fast responses"),
-             "side_share": (0.9, "max", "share on the preferred side")},
-        ),  # fmt: skip
+        lambda: quality_figure(QUALITIES, [False] * 4 + [True], THRESHOLDS),
         lambda: rd.rd_figure(win_rate_result(), "psnr"),
         lambda: rd.win_rate_figure(win_rate_result()),
     ],
