@@ -72,10 +72,13 @@ def download_page(request, slug: str):
         refusal = ""
     except services.FreezeRefused as refused:
         refusal = str(refused)
+    # Another researcher's private snapshots are theirs: counted, not listed.
+    snapshots = list(services.readable_snapshots(request.user).filter(study=study))
     return render(
         request,
         "datasets/download.html",
-        {"study": study, "snapshots": study.snapshots.all(), "access": Snapshot.Access.choices,
+        {"study": study, "snapshots": snapshots, "access": Snapshot.Access.choices,
+         "hidden": study.snapshots.count() - len(snapshots),
          "counts": count_rows(counts), "count_heads": count_rows({}, main=True),
          "refusal": refusal},
     )  # fmt: skip

@@ -58,7 +58,13 @@ def test_a_researcher_logs_in_reads_results_changes_the_password_and_logs_out(
         assert link in header, link
     assert "/admin/" not in header  # researchers never see the admin
     assert client.get(results + "report.html").status_code == 200
-    assert client.get(f"/studies/{counted_study.slug}/download/").status_code == 200
+    # Someone else's private snapshot of the study is counted, not offered.
+    from datasets import services
+
+    theirs = services.freeze(counted_study)
+    download = client.get(f"/studies/{counted_study.slug}/download/").text
+    assert theirs.get_absolute_url() not in download
+    assert "1 more snapshot of this study is private to whoever froze it." in download
     # A plain login lands on the studies page, which links to both pages of each study.
     client.logout()
     landed = client.post("/accounts/login/", {"username": "ada", "password": password}, follow=True)
