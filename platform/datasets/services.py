@@ -62,7 +62,8 @@ def export_bapps(study: Study, out_dir: str | Path) -> dict:
         info = write_files(frozen, DirSink(Path(tmp)))
         copy_out(info["files"], lambda path: open(Path(tmp) / path, "rb"), Path(out_dir))
     summary = {key: value for key, value in info.items() if key != "files"}
-    summary["rater_set"] = rater_set(study)
+    # Which raters counted: "raters" ("all" or "unflagged"), "counted" and "left_out" raters.
+    summary.update(rater_set(study))
     (Path(out_dir) / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
