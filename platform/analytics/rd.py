@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import QuerySet
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 import twoafc_codecs
 from rating.selectors import rater_set, voted_triplets
@@ -62,7 +63,9 @@ __all__ = [
     "MAX_DPL_PIXELS",
     "RD_AXES",
     "rd_curves",
+    "rd_figure",
     "rd_figures",
+    "win_rate_figure",
     "wilson_interval",
 ]
 
@@ -465,48 +468,56 @@ def _colors(codecs: list[str]) -> dict[str, str]:
     return {codec: palette[i % len(palette)] for i, codec in enumerate(sorted(codecs))}
 
 
-def rd_figures(result: dict) -> list[tuple[str, str]]:
-    """(title, inline SVG) per metric (bpp against the metric: per-image points faint, the
-    mean curve per codec), then people's win-rate at matched bpp if any vote qualifies."""
+# Figures are at most this wide (inches) and their text this large (points): the report's
+# column is 920 CSS px, so a figure is never shrunk and no text is under 9 px.
+FIG_WIDTH = 8.0
+FONT = 9
+
+
+def rd_figure(result: dict, name: str) -> Figure:
+    """bpp against one metric: each image's point faint, each codec's mean curve; the legend
+    outside the plot, to the right, so it never hides a point."""
     codecs = sorted(result["curves"])
     colors = _colors(codecs)
-    figures = []
-    for name in result["metrics"]:
-        label = result["labels"][name]
-        figure = Figure(figsize=(6, 4))
-        axes = figure.add_subplot()
-        for codec in codecs:
-            points = [(r["bpp"], r[name]) for r in result["images"] if r["codec"] == codec]
-            points = [p for p in points if p[1] is not None]
-            if points:
-                axes.scatter(*zip(*points, strict=True), s=10, alpha=0.25, color=colors[codec])
-            curve = [(p["bpp"], p[name]) for p in result["curves"][codec] if p[name] is not None]
-            if curve:
-                axes.plot(*zip(*curve, strict=True), "o-", color=colors[codec], label=codec)
-        axes.set_xlabel("bits per pixel")
-        axes.set_ylabel(label + ("" if result["higher_is_better"][name] else " (lower is better)"))
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-        title = f"{label} against bitrate"
-        axes.set_title(title)
-        figures.append((title, inline_svg(figure)))
+    label = result["labels"][name]
+    figure = Figure(figsize=(FIG_WIDTH * 0.8, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for codec in codecs:
+        points = [(r["bpp"], r[name]) for r in result["images"] if r["codec"] == codec]
+        points = [p for p in points if p[1] is not None]
+        if points:
+            axes.scatter(*zip(*points, strict=True), s=10, alpha=0.25, color=colors[codec])
+        curve = [(p["bpp"], p[name]) for p in result["curves"][codec] if p[name] is not None]
+        if curve:
+            axes.plot(*zip(*curve, strict=True), "o-", color=colors[codec], label=codec)
+    axes.set_xlabel("bits per pixel", fontsize=FONT)
+    axes.set_ylabel(
+        label + ("" if result["higher_is_better"][name] else " (lower is better)"), fontsize=FONT
+    )
+    axes.tick_params(labelsize=FONT)
+    axes.grid(alpha=0.3)
+    axes.set_title(f"{label} against bitrate", fontsize=FONT + 1)
+    if axes.get_legend_handles_labels()[0]:
+        figure.legend(loc="outside right upper", fontsize=FONT, title="codec",
+                      title_fontsize=FONT)  # fmt: skip
+    return figure
+
+
+def win_rate_figure(result: dict) -> Figure:
+    """People's win-rate per codec at matched bitrate (bars, 95% Wilson intervals) and the
+    share each metric would give (markers); the legend above the plot."""
     win_rate = {c: w for c, w in result["matched"]["win_rate"].items() if w["votes"]}
-    if win_rate:
-        figures.append(_win_rate_figure(result, win_rate, colors))
-    return figures
-
-
-def _win_rate_figure(result: dict, win_rate: dict, colors: dict) -> tuple[str, str]:
     codecs = list(win_rate)
-    figure = Figure(figsize=(6, 0.6 * len(codecs) + 1.6))
+    colors = _colors(sorted(result["curves"]) or codecs)
+    figure = Figure(figsize=(FIG_WIDTH * 0.8, 0.5 * len(codecs) + 1.8), layout="constrained")
     axes = figure.add_subplot()
     y = np.arange(len(codecs))
     rates = [win_rate[c]["rate"] for c in codecs]
     low, high = zip(*(win_rate[c]["interval"] for c in codecs), strict=True)
     errors = [np.subtract(rates, low), np.subtract(high, rates)]
     axes.barh(
-        y, rates, height=0.7, xerr=errors, color=[colors[c] for c in codecs], alpha=0.6,
-        label="people (bars)",
+        y, rates, height=0.7, xerr=errors, color=[colors.get(c, "C0") for c in codecs],
+        alpha=0.6,
     )  # fmt: skip
     markers = "Dsv^"
     names = result["metrics"]
@@ -521,9 +532,26 @@ def _win_rate_figure(result: dict, win_rate: dict, colors: dict) -> tuple[str, s
             )  # fmt: skip
     axes.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     axes.set_yticks(y, [f"{c} (n={win_rate[c]['votes']})" for c in codecs])
+    axes.invert_yaxis()
+    axes.tick_params(labelsize=FONT)
     axes.set_xlim(0, 1)
-    axes.set_xlabel("share of votes preferring the codec (95% Wilson interval)")
-    axes.legend(fontsize="small", loc="lower right")
-    title = f"Win-rate at matched bitrate ({result['matched']['rule']})"
-    axes.set_title("Win-rate at matched bitrate")
-    return title, inline_svg(figure)
+    axes.set_xlabel("share of votes preferring the codec (95% Wilson interval)", fontsize=FONT)
+    axes.set_title("Win-rate at matched bitrate", fontsize=FONT + 1)
+    # The bars take each codec's colour: the legend's bar is neutral.
+    people = Patch(color="grey", alpha=0.6, label="people (bar, with interval)")
+    handles = [people, *axes.get_legend_handles_labels()[0]]
+    figure.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=FONT)
+    return figure
+
+
+def rd_figures(result: dict) -> list[tuple[str, str]]:
+    """(title, inline SVG) per metric (``rd_figure``), then people's win-rate at matched bpp
+    (``win_rate_figure``) if any vote qualifies."""
+    figures = [
+        (f"{result['labels'][name]} against bitrate", inline_svg(rd_figure(result, name)))
+        for name in result["metrics"]
+    ]
+    if any(w["votes"] for w in result["matched"]["win_rate"].values()):
+        title = f"Win-rate at matched bitrate ({result['matched']['rule']})"
+        figures.append((title, inline_svg(win_rate_figure(result))))
+    return figures

@@ -18,12 +18,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
+from rating.selectors import count_rows, vote_counts
 from studies.models import Study
 from studies.services import study_counts
 
@@ -43,6 +46,10 @@ __all__ = [
 ]
 
 BLUE, RED = "#4c78a8", "#e45756"
+# Figures are at most this wide (inches) and their text this large (points): the results
+# page's column is 920 CSS px, so a figure is never shrunk and no text is under 9 px.
+FIG_WIDTH = rd.FIG_WIDTH
+FONT = rd.FONT
 
 QUALITY_MEASURES = {
     # measure: (study field holding its threshold, kind of limit, axis label)
@@ -73,9 +80,13 @@ class Section:
 
 @dataclass
 class Report:
+    """``counts``: the vote counts the report was computed from (``rating.selectors.count_rows``),
+    shown side by side at its top."""
+
     title: str
     summary: list[str] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    counts: list[tuple[str, str, str, int | None]] = field(default_factory=list)
 
     def add(self, section: Section) -> Section:
         self.sections.append(section)
@@ -102,60 +113,82 @@ def _estimate(value: Mapping) -> str:
 
 
 def afc_figure(table: Mapping, names: Sequence[str]) -> Figure:
-    """Horizontal 2AFC bars with 95% intervals, the human ceiling as a line with its band."""
-    fig = Figure(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
+    """Horizontal 2AFC bars with 95% intervals, the human ceiling as a line with its band.
+
+    Each value is written just past its interval's upper end, so no label sits on an error
+    bar; the legend is above the plot."""
+    fig = Figure(figsize=(FIG_WIDTH, 0.4 * len(names) + 1.5), layout="constrained")
     ax = fig.add_subplot()
-    scores = [table["metrics"][n]["score"] for n in names]
-    low = [s - table["metrics"][n]["low"] for s, n in zip(scores, names, strict=True)]
-    high = [table["metrics"][n]["high"] - s for s, n in zip(scores, names, strict=True)]
-    ax.barh(names, scores, xerr=[low, high], color=BLUE, capsize=3)
-    for y, score in enumerate(scores):
-        ax.text(score + 0.005, y, f"{score:.3f}", va="center", fontsize=8)
+    estimates = [table["metrics"][n] for n in names]
+    scores = [e["score"] for e in estimates]
+    lows = [e["score"] if e["low"] is None else e["low"] for e in estimates]
+    highs = [e["score"] if e["high"] is None else e["high"] for e in estimates]
+    errors = [[s - lo for s, lo in zip(scores, lows, strict=True)],
+              [hi - s for s, hi in zip(scores, highs, strict=True)]]  # fmt: skip
+    ax.barh(names, scores, xerr=errors, color=BLUE, capsize=3, error_kw={"ecolor": "#333"})
+    for y, (score, high) in enumerate(zip(scores, highs, strict=True)):
+        ax.annotate(f"{score:.3f}", (high, y), xytext=(5, 0), textcoords="offset points",
+                    va="center", fontsize=FONT)  # fmt: skip
     ceiling = table["human_ceiling"]
     if ceiling["score"] is not None:
         if ceiling["low"] is not None:
             ax.axvspan(ceiling["low"], ceiling["high"], color=RED, alpha=0.15)
-        ax.axvline(ceiling["score"], color=RED, ls="--", label="human ceiling")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(min(0.5, *scores) - 0.02, 1.0)
+        ax.axvline(ceiling["score"], color=RED, ls="--", label="human ceiling (95% band)")
+        fig.legend(loc="outside upper right", fontsize=FONT)
+    left = min(0.5, *lows) - 0.02
+    # Room right of 1 for the labels of intervals that reach it; ticks stop at 1.
+    ax.set_xlim(left, 1.0 + 0.12 * (1.0 - left))
+    ax.set_xticks([t for t in np.arange(0.0, 1.01, 0.1) if t >= left - 1e-9])
     ax.invert_yaxis()
-    ax.set_xlabel("2AFC agreement with raters (0.5 = chance)")
+    ax.tick_params(labelsize=FONT)
+    ax.set_xlabel("2AFC agreement with raters (0.5 = chance)", fontsize=FONT)
     return fig
 
 
+BREAKDOWN_MARKERS = "osD^vPX*<>"
+
+
 def breakdown_figure(groups: Mapping[str, Mapping], names: Sequence[str], xlabel: str) -> Figure:
-    """Grouped 2AFC bars per label (e.g. codec pair), each group's human ceiling as a tick."""
+    """One row per label (e.g. codec pair): each metric's 2AFC as a marker, the group's human
+    ceiling as a black bar. Rows, not columns, so any number of labels stays legible (the
+    figure grows taller, never wider); the legend is above the plot."""
     labels = list(groups)
-    fig = Figure(
-        figsize=(max(6.0, 1.1 * len(labels) * max(1, len(names)) ** 0.5 + 2), 3.6),
-        layout="constrained",
-    )
+    fig = Figure(figsize=(FIG_WIDTH, 0.34 * len(labels) + 1.6), layout="constrained")
     ax = fig.add_subplot()
-    width = 0.8 / max(1, len(names))
+    spread = min(0.14, 0.6 / max(1, len(names)))  # metrics side by side within a row
     for k, name in enumerate(names):
-        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(labels))]
-        ys = [groups[label]["metrics"][name]["score"] for label in labels]
-        ax.bar(xs, ys, width, label=name)
+        ys = [i + spread * (k - (len(names) - 1) / 2) for i in range(len(labels))]
+        xs = [groups[label]["metrics"][name]["score"] for label in labels]
+        ax.scatter(xs, ys, marker=BREAKDOWN_MARKERS[k % len(BREAKDOWN_MARKERS)],
+                   color=f"C{k % 10}", s=28, zorder=3, label=name)  # fmt: skip
     for i, label in enumerate(labels):
         ceiling = groups[label]["human_ceiling"]["score"]
         if ceiling is not None:
-            ax.hlines(ceiling, i - 0.45, i + 0.45, colors="black", linestyles="--")
-    ax.plot([], [], "k--", label="human ceiling")
-    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.axhline(0.5, color="grey", lw=0.5)
-    ax.set_ylabel("2AFC")
-    ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7, ncol=min(4, len(names) + 1), loc="lower left")
+            ax.vlines(ceiling, i - 0.42, i + 0.42, colors="black", linewidth=2)
+    ax.plot([], [], color="black", linewidth=2, label="human ceiling")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlim(0, 1.02)
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    ax.grid(axis="y", color="#eee")
+    ax.tick_params(labelsize=FONT)
+    ax.set_xlabel("2AFC agreement with raters (0.5 = chance)", fontsize=FONT)
+    ax.set_ylabel(xlabel, fontsize=FONT)
+    fig.legend(loc="outside upper center", ncols=min(5, len(names) + 1), fontsize=FONT)
     return fig
 
 
 def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresholds) -> Figure:
     """Histograms of each rater-quality measure, flagged and unflagged raters stacked, with
-    the study's threshold. ``thresholds``: measure -> (limit, "min" or "max", label)."""
-    fig = Figure(figsize=(11, 2.8), layout="constrained")
-    axes = fig.subplots(1, len(thresholds))
-    for ax, (measure, (limit, _, label)) in zip(axes, thresholds.items(), strict=True):
+    the study's threshold. ``thresholds``: measure -> (limit, "min" or "max", label).
+    Three panels a row, the legend above them."""
+    columns = 3
+    rows = math.ceil(len(thresholds) / columns)
+    fig = Figure(figsize=(FIG_WIDTH, 2.4 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(thresholds) :]:
+        ax.set_axis_off()
+    for ax, (measure, (limit, _, label)) in zip(axes, thresholds.items(), strict=False):
         ok = [
             q[measure]
             for q, f in zip(qualities, flagged, strict=True)
@@ -167,9 +200,10 @@ def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresh
         if ok or bad:
             ax.hist([ok, bad], bins=10, stacked=True, color=[BLUE, RED])
         ax.axvline(limit, color="black", ls="--")
-        ax.set_xlabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("raters")
+        ax.set_xlabel(label, fontsize=FONT)
+        ax.set_ylabel("raters", fontsize=FONT)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # no "1.5 raters"
+        ax.tick_params(labelsize=FONT)
     fig.legend(
         handles=[
             Patch(color=BLUE, label="unflagged"),
@@ -178,7 +212,7 @@ def quality_figure(qualities: Sequence[Mapping], flagged: Sequence[bool], thresh
         ],
         loc="outside upper center",
         ncols=3,
-        fontsize=8,
+        fontsize=FONT,
     )
     return fig
 
@@ -206,8 +240,11 @@ def _metric_sections(report: Report, evaluation: dict) -> None:
         + [_estimate(t["human_ceiling"]) if t["votes"] else "–" for t in sets.values()]
         + ["two random raters agree (leave-one-out)"]
     )
+    headline_name = evaluation["headline"]
     headers = ["metric"] + [
-        f"{name} raters ({t['counted']} counted, {t['votes']} votes)" for name, t in sets.items()
+        f"{name} raters: {t['counted']} raters, {t['votes']} regular votes"
+        + (" (the counted votes)" if name == headline_name else "")
+        for name, t in sets.items()
     ]
     report.add(
         Section(
@@ -215,8 +252,10 @@ def _metric_sections(report: Report, evaluation: dict) -> None:
             figure_svg(afc_figure(headline, scored)) if scored else "",
             Table([*headers, "about"], rows),
             f"All {headline['triplets']} voted triplets; bars: the {evaluation['headline']} "
-            f"raters; 95% percentile bootstrap intervals over {evaluation['bootstrap']} "
-            "resamples of triplets. 'all' counts flagged raters, 'unflagged' leaves them out.",
+            f"raters (the study's setting: their regular votes are the counted votes); 95% "
+            f"percentile bootstrap intervals over {evaluation['bootstrap']} resamples of "
+            "triplets. 'all' keeps flagged raters, 'unflagged' leaves them out; both leave out "
+            "raters an admin excluded.",
         )
     )
     titles = {
@@ -236,7 +275,7 @@ def _metric_sections(report: Report, evaluation: dict) -> None:
             Section(
                 title,
                 figure_svg(breakdown_figure(groups, scored, xlabel)) if key != "source" else "",
-                Table([xlabel, "triplets", "votes", *scored, "human ceiling"], rows),
+                Table([xlabel, "triplets", "counted votes", *scored, "human ceiling"], rows),
             )
         )
 
@@ -278,8 +317,10 @@ def _fit_section(report: Report, fit) -> None:
             "Latest DPL fit: 2AFC on held-out triplets",
             table=Table(["metric", "2AFC"], rows),
             note=f"Fit {fit.created_at:%Y-%m-%d %H:%M}, backbone {fit.backbone}, loss {fit.loss}, "
-            f"{result['train_triplets']} training and {result['triplets']} test triplets "
-            f"(split by source image). Weights: {fit.weights_path}",
+            f"{result['train_triplets']} training triplets ({result.get('train_votes', '?')} "
+            f"counted votes) and {result['triplets']} test triplets ({result.get('votes', '?')} "
+            "counted votes), split by source image; the counted votes of the fit's time. "
+            f"Weights: {fit.weights_path}",
         )
     )
 
@@ -317,11 +358,13 @@ def _quality_section(report: Report, study: Study) -> None:
 
 def study_report(study: Study) -> Report:
     """The results report of ``study`` (its evaluation comes from ``cached_evaluation``)."""
-    counts = study_counts(study)
+    made = study_counts(study)
     report = Report(
         f"Results: {study.name}",
-        [f"{counts['stimuli']} stimuli · {counts['triplets']} triplets · {counts['votes']} votes"],
-    )
+        [f"{made['stimuli']} stimuli · {made['triplets']} triplets. Votes now (scores use the "
+         "counted ones):"],
+        counts=count_rows(vote_counts(study)),
+    )  # fmt: skip
     try:
         evaluation = cached_evaluation(study)
     except ValueError as error:
@@ -358,9 +401,11 @@ def _rd_sections(report: Report, study: Study) -> None:
     report.add(
         Section(
             "Codec win-rates at matched bitrate: people and metrics",
-            table=Table(["codec", "people", "votes", *[curves["labels"][n] for n in names]], rows),
+            table=Table(
+                ["codec", "people", "counted votes", *[curves["labels"][n] for n in names]], rows
+            ),
             note=f"Triplets whose sides are {matched['rule']}: {matched['triplets']} triplets, "
-            f"{matched['votes']} votes. Codec pairs each metric orders as people do: "
+            f"{matched['votes']} counted votes. Codec pairs each metric orders as people do: "
             + ", ".join(
                 f"{curves['labels'][n]} {agreement[n]['agree']}/{agreement[n]['pairs']}"
                 for n in names

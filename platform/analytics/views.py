@@ -1,10 +1,14 @@
-"""Staff pages: a study's results report, on the page and as one downloadable HTML file."""
+"""Researcher pages: a study's results report, on the page and as one downloadable HTML file.
 
-from django.contrib.admin.views.decorators import staff_member_required
+Staff and researchers (``twoafc.access``) read the report of every study; anyone else who
+is logged in gets a 403 page that says how to become a researcher.
+"""
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
+from twoafc.access import researcher_required
 
 
 def study_report(study: Study):
@@ -14,7 +18,7 @@ def study_report(study: Study):
     return build(study)
 
 
-@staff_member_required
+@researcher_required
 def results(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
     return render(
@@ -22,7 +26,7 @@ def results(request, slug: str):
     )
 
 
-@staff_member_required
+@researcher_required
 def report_file(request, slug: str):
     """The same report as a self-contained HTML file (figures and styles inline)."""
     study = get_object_or_404(Study, slug=slug)

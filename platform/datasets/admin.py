@@ -2,7 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from . import services, tasks
 from .models import ApiToken, DownloadLog, Snapshot
@@ -12,6 +12,16 @@ class FreezeForm(forms.ModelForm):
     class Meta:
         model = Snapshot
         fields = ["study", "license", "citation", "access"]
+
+    def clean(self):
+        cleaned = super().clean()
+        study = cleaned.get("study")
+        if study is not None:
+            try:
+                services.check_freezable(study)
+            except services.FreezeRefused as refused:
+                raise forms.ValidationError(str(refused)) from None
+        return cleaned
 
 
 @admin.register(Snapshot)
@@ -29,10 +39,10 @@ class SnapshotAdmin(admin.ModelAdmin):
     list_filter = ["status", "access"]
     search_fields = ["name", "study__slug"]
     readonly_fields = ["name", "study", "build", "vote_cutoff", "content_hash", "files_count",
-                       "bytes_total", "votes", "triplets", "created_by", "created_at", "finished_at",
-                       "link", "link_token"]  # fmt: skip
+                       "bytes_total", "vote_detail", "triplets", "created_by", "created_at",
+                       "finished_at", "link", "link_token"]  # fmt: skip
     fields = ["name", "study", "build", "link", "access", "link_token", "license", "citation",
-              "vote_cutoff", "content_hash", "files_count", "bytes_total", "votes", "triplets",
+              "vote_cutoff", "content_hash", "files_count", "bytes_total", "vote_detail", "triplets",
               "created_by", "created_at", "finished_at"]  # fmt: skip
 
     def get_form(self, request, obj=None, **kwargs):
@@ -69,6 +79,27 @@ class SnapshotAdmin(admin.ModelAdmin):
         if snapshot.error:
             return format_html("{}<br><span style='color:#b00'>{}</span>", text, snapshot.error)
         return text
+
+    @admin.display(description="Votes")
+    def votes(self, snapshot):
+        """The snapshot's vote counts side by side, in the words every page uses."""
+        return format_html_join(
+            " · ", "<span title='{}'>{} {}</span>",
+            ((rule, label, "–" if value is None else value)
+             for _, label, rule, value in snapshot.main_counts),
+        )  # fmt: skip
+
+    @admin.display(description="Votes")
+    def vote_detail(self, snapshot):
+        """Every vote count with the rule that defines it."""
+        return format_html(
+            "<table>{}</table>",
+            format_html_join(
+                "", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+                ((label, "–" if value is None else value, rule)
+                 for _, label, rule, value in snapshot.counts),
+            ),
+        )  # fmt: skip
 
     @admin.display(description="Page")
     def link(self, snapshot):

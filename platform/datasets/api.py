@@ -8,7 +8,7 @@ A snapshot the token's user may not read answers 404, like one that does not exi
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from ninja.security import HttpBearer
 
 from studies.models import Study
@@ -56,16 +56,25 @@ def list_studies(request):
     ]  # fmt: skip
 
 
-@router.post("/studies/{slug}/snapshots", response={202: dict})
+class Refused(Schema):
+    detail: str
+    reason: str
+
+
+@router.post("/studies/{slug}/snapshots", response={202: dict, 409: Refused})
 def freeze(request, slug: str, body: FreezeIn):
+    """Freeze the study's votes so far into its next snapshot; 409 when none of them counts."""
     if not services.can_freeze(request.api_user):
         raise Http404
     study = get_object_or_404(Study, slug=slug)
-    snapshot = services.freeze(
-        study, user=request.api_user, license=body.license, citation=body.citation,
-        enqueue=tasks.enqueue_build,
-    )  # fmt: skip
-    return 202, services.describe(snapshot)
+    try:
+        snapshot = services.freeze(
+            study, user=request.api_user, license=body.license, citation=body.citation,
+            enqueue=tasks.enqueue_build,
+        )  # fmt: skip
+    except services.FreezeRefused as refused:
+        return Status(refused.status, {"detail": str(refused), "reason": refused.reason})
+    return Status(202, services.describe(snapshot))
 
 
 @router.get("/snapshots", response=list[dict])

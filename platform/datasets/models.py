@@ -17,6 +17,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.urls import reverse
 
+from rating.selectors import count_rows
 from studies.models import Study
 
 
@@ -65,8 +66,10 @@ class Snapshot(models.Model):
     content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of MANIFEST")
     files_count = models.PositiveIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)
-    votes = models.PositiveIntegerField(default=0)
-    triplets = models.PositiveIntegerField(default=0)
+    # rating.selectors.vote_counts at the cutoff, with the raters that counted when it was
+    # built: cast, practice, sentinel, repeat, regular, counted, left_out.
+    vote_counts = models.JSONField(default=dict, blank=True)
+    triplets = models.PositiveIntegerField(default=0, help_text="Triplets with a counted vote.")
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -91,6 +94,18 @@ class Snapshot(models.Model):
     @property
     def progress(self) -> str:
         return f"{self.done}/{self.total}"
+
+    @property
+    def counts(self) -> list[tuple[str, str, str, int | None]]:
+        """(key, label, rule, value) of each vote count, in the order pages show them."""
+        return count_rows(self.vote_counts)
+
+    @property
+    def main_counts(self) -> list[tuple[str, str, str, int | None]]:
+        """Cast, regular, counted and left out, for lists."""
+        return count_rows(self.vote_counts, main=True)
+
+
 
 
 class SnapshotFile(models.Model):

@@ -21,15 +21,28 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from rating.models import Vote
-from rating.selectors import rater_set
+from rating.selectors import rater_set, vote_counts
 from studies.models import Study
+from twoafc.access import is_researcher
 from twoafc.celery import STALE_JOB
 
 from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
 from .snapshot import VOTE_COLUMNS, DirSink, Frozen, StorageSink, WrittenFile, copy_out
 from .snapshot import write_snapshot as write_files
 
-__all__ = ["VOTE_COLUMNS", "export_bapps", "freeze", "build_snapshot", "fail_snapshot"]
+__all__ = [
+    "VOTE_COLUMNS", "FreezeRefused", "build_snapshot", "check_freezable", "export_bapps",
+    "fail_snapshot", "freeze",
+]  # fmt: skip
+
+
+class FreezeRefused(Exception):
+    """A snapshot that would hold no counted vote: nothing is recorded.
+
+    ``reason`` is the stable key the API answers with (409)."""
+
+    reason = "no-counted-votes"
+    status = 409
 
 
 def last_vote_id(study: Study) -> int:
@@ -49,13 +62,38 @@ def export_bapps(study: Study, out_dir: str | Path) -> dict:
         info = write_files(frozen, DirSink(Path(tmp)))
         copy_out(info["files"], lambda path: open(Path(tmp) / path, "rb"), Path(out_dir))
     summary = {key: value for key, value in info.items() if key != "files"}
+    # Which raters counted: "raters" ("all" or "unflagged"), "counted" and "left_out" raters.
     summary.update(rater_set(study))
     (Path(out_dir) / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def can_freeze(user) -> bool:
-    return user.is_active and (user.is_staff or user.has_perm("datasets.add_snapshot"))
+    """Staff and researchers (``twoafc.access``) freeze snapshots of any study."""
+    return is_researcher(user)
+
+
+def check_freezable(study: Study, counts: dict | None = None) -> dict:
+    """The study's vote counts now; raises FreezeRefused when none of its votes counts.
+
+    A snapshot without a counted vote would have no triplet, no judge and an empty
+    ``clic.csv``: refusing it says why instead of building an empty dataset."""
+    if counts is None:
+        counts = vote_counts(study)
+    if counts["counted"]:
+        return counts
+    if not counts["regular"]:
+        detail = (
+            f"{study.name} has no votes yet" if not counts["cast"]
+            else f"{study.name} has no votes on regular trials yet ({counts['cast']} cast, on "
+            "practice and quality-check trials only)"
+        )  # fmt: skip
+    else:
+        detail = (
+            f"none of the {counts['regular']} regular votes of {study.name} counts: quality "
+            "control leaves out every rater who cast them (see Rater sessions in the admin)"
+        )
+    raise FreezeRefused(f"Nothing to freeze: {detail}.")
 
 
 def freeze(
@@ -66,15 +104,22 @@ def freeze(
     citation: str = "",
     enqueue: Callable[[int], None] | None = None,
 ) -> Snapshot:
-    """Record the next snapshot of ``study`` and enqueue its build after the commit."""
+    """Record the next snapshot of ``study`` and enqueue its build after the commit.
+
+    Raises FreezeRefused, recording nothing, when no vote up to now counts. The snapshot's
+    vote counts are those at its cutoff; the build records them again with the raters
+    that count then (the same, unless an admin changes a rater in between)."""
     for _attempt in range(5):
         try:
             with transaction.atomic():
                 Study.objects.select_for_update().filter(pk=study.pk).first()
+                cutoff = last_vote_id(study)
+                counts = check_freezable(study, vote_counts(study, up_to=cutoff))
                 number = (study.snapshots.aggregate(m=Max("number"))["m"] or 0) + 1
                 snapshot = Snapshot.objects.create(
                     study=study, number=number, name=f"{study.slug}-v{number}",
-                    vote_cutoff=last_vote_id(study), license=license, citation=citation,
+                    vote_cutoff=cutoff, vote_counts=counts, license=license,
+                    citation=citation,
                     created_by=user if user is not None and user.is_authenticated else None,
                 )  # fmt: skip
                 if enqueue is not None:
@@ -119,7 +164,8 @@ def build_snapshot(snapshot_id: int) -> Snapshot:
         Snapshot.objects.filter(pk=snapshot.pk).update(
             status=Snapshot.Status.DONE, content_hash=info["content_hash"],
             files_count=len(files), bytes_total=sum(f.size for f in files),
-            votes=info["votes"], triplets=info["triplets"], done=len(files), total=len(files),
+            vote_counts=info["votes"], triplets=info["triplets"], done=len(files),
+            total=len(files),
             finished_at=timezone.now(),
         )  # fmt: skip
     snapshot.refresh_from_db()
@@ -204,7 +250,8 @@ def describe(snapshot: Snapshot, *, with_files: bool = False) -> dict:
         "status": snapshot.status, "progress": snapshot.progress, "error": snapshot.error,
         "access": snapshot.access, "created_at": snapshot.created_at.isoformat(),
         "content_hash": snapshot.content_hash, "files": snapshot.files_count,
-        "bytes": snapshot.bytes_total, "votes": snapshot.votes, "triplets": snapshot.triplets,
+        "bytes": snapshot.bytes_total, "votes": snapshot.vote_counts,
+        "triplets": snapshot.triplets,
         "license": snapshot.license, "citation": snapshot.citation,
     }  # fmt: skip
     if with_files:

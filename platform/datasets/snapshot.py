@@ -43,7 +43,7 @@ from django.db.models import Count, Q, QuerySet
 
 from analytics.scoring import human_ceiling
 from rating.models import Trial, Vote
-from rating.selectors import counted_sessions
+from rating.selectors import count_rows, counted_sessions, vote_counts
 from studies.models import Stimulus, Study, Triplet
 
 CHUNK = 1 << 20
@@ -238,12 +238,19 @@ def write_snapshot(
         for name in ("stimuli.csv", "votes.csv", "votes.parquet", "clic.csv"):
             build.put_path(name, local / name)
     ceiling = human_ceiling(bapps["n_p0"], bapps["n_p1"]) if n_triplets else float("nan")
+    counts = vote_counts(frozen.study, up_to=frozen.cutoff, counted=counted_ids)
+    # The files and the counts are read in separate queries; they must tell the same story.
+    in_table = counts["cast"] - counts["practice"]
+    if (votes["rows"], votes["counted"]) != (in_table, counts["counted"]):
+        raise RuntimeError(
+            f"votes.csv has {votes['rows']} rows ({votes['counted']} counted) but the counts "
+            f"say {in_table} ({counts['counted']} counted)"
+        )
     info = {
         "snapshot": frozen.name,
         "study": frozen.study.slug,
         "triplets": n_triplets,
-        "votes": votes["rows"],
-        "counted_votes": votes["counted"],
+        "votes": counts,
         "splits": bapps["splits"],
         "category": frozen.study.slug,
         "human_ceiling": None if np.isnan(ceiling) else round(ceiling, 4),
@@ -444,6 +451,9 @@ def dataset_card(frozen: Frozen, info: dict) -> str:
     splits = ", ".join(f"{split} {n}" for split, n in sorted(info["splits"].items())) or "none"
     ceiling = info["human_ceiling"]
     qc = "left out" if study.exclude_flagged_raters else "kept"
+    vote_table = "\n".join(
+        f"| {label} | {value} | {rule} |" for _, label, rule, value in count_rows(info["votes"])
+    )
     imported = (
         "\n\n**Imported data.** These votes were imported from an existing dataset (BAPPS or "
         "CLIC layout), not collected here: each rater is a pseudo rater standing for one vote "
@@ -499,9 +509,19 @@ any crowd-market id and to the ids of other snapshots.
 
 ## Counts
 
-- Triplets with votes: {info["triplets"]} ({splits}; split by source image)
-- Votes (non-practice, all raters): {info["votes"]}; counted regular votes: {info["counted_votes"]}
+- Triplets with counted votes: {info["triplets"]} ({splits}; split by source image)
 - Human ceiling (leave-one-out agreement of two raters): {ceiling if ceiling is not None else "n/a"}
+
+Votes, in the words twoafc uses on every page and in its API (cast = practice + sentinel +
+repeat + regular; regular = counted + left out):
+
+| votes | number | rule |
+|---|---|---|
+{vote_table}
+
+`votes.csv` and `votes.parquet` hold every cast vote except practice
+({info["votes"]["cast"] - info["votes"]["practice"]} rows); the judges and `clic.csv` hold the
+counted votes ({info["votes"]["counted"]}).
 
 ## Files
 

@@ -4,6 +4,7 @@ from . import views
 
 app_name = "datasets"
 urlpatterns = [
+    path("studies/", views.studies, name="studies"),
     path("studies/<slug:slug>/download/", views.download_page, name="download"),
     path("studies/<slug:slug>/freeze/", views.freeze_view, name="freeze"),
     path("datasets/", views.index, name="index"),

@@ -11,7 +11,9 @@ from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from rating.selectors import count_rows, vote_counts
 from studies.models import Study
+from twoafc.access import is_researcher, researcher_required
 
 from . import services, tasks
 from .downloads import Reader, archive_response, file_response, readable_snapshot
@@ -37,36 +39,66 @@ def readable(request, name: str) -> tuple[Snapshot, Reader]:
 def index(request):
     user, _ = reader_of(request)
     return render(
-        request, "datasets/index.html", {"snapshots": services.readable_snapshots(user)[:200]}
-    )
+        request,
+        "datasets/index.html",
+        {"snapshots": services.readable_snapshots(user)[:200],
+         "count_heads": count_rows({}, main=True)},
+    )  # fmt: skip
 
 
 @login_required
+def studies(request):
+    """The studies a user may see, with their vote counts now and where to go next."""
+    rows = [
+        {"study": study, "counts": count_rows(vote_counts(study), main=True),
+         "snapshots": services.readable_snapshots(request.user).filter(study=study).count()}
+        for study in services.readable_studies(request.user).order_by("name")[:200]
+    ]  # fmt: skip
+    return render(
+        request,
+        "datasets/studies.html",
+        {"rows": rows, "researcher": is_researcher(request.user),
+         "count_heads": count_rows({}, main=True)},
+    )  # fmt: skip
+
+
+@researcher_required
 def download_page(request, slug: str):
-    """A study's snapshots, and the Freeze button (staff and researchers who may freeze)."""
-    if not services.can_freeze(request.user):
-        raise Http404
+    """A study's snapshots with their counts, the study's counts now, and the Freeze button."""
     study = get_object_or_404(Study, slug=slug)
+    counts = vote_counts(study)
+    try:
+        services.check_freezable(study, counts)
+        refusal = ""
+    except services.FreezeRefused as refused:
+        refusal = str(refused)
+    # Another researcher's private snapshots are theirs: counted, not listed.
+    snapshots = list(services.readable_snapshots(request.user).filter(study=study))
     return render(
         request,
         "datasets/download.html",
-        {"study": study, "snapshots": study.snapshots.all(), "access": Snapshot.Access.choices},
-    )
+        {"study": study, "snapshots": snapshots, "access": Snapshot.Access.choices,
+         "hidden": study.snapshots.count() - len(snapshots),
+         "counts": count_rows(counts), "count_heads": count_rows({}, main=True),
+         "refusal": refusal},
+    )  # fmt: skip
 
 
-@login_required
+@researcher_required
 @require_POST
 def freeze_view(request, slug: str):
-    if not services.can_freeze(request.user):
-        raise Http404
     study = get_object_or_404(Study, slug=slug)
-    snapshot = services.freeze(
-        study,
-        user=request.user,
-        license=request.POST.get("license", "").strip()[:200],
-        citation=request.POST.get("citation", "").strip(),
-        enqueue=tasks.enqueue_build,
-    )
+    try:
+        snapshot = services.freeze(
+            study,
+            user=request.user,
+            license=request.POST.get("license", "").strip()[:200],
+            citation=request.POST.get("citation", "").strip(),
+            enqueue=tasks.enqueue_build,
+        )
+    except services.FreezeRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("datasets:download", slug=study.slug)
     messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
     return redirect(snapshot)
 
@@ -95,6 +127,7 @@ def _page(snapshot: Snapshot, request) -> dict:
         "files": snapshot.files.all()[:500] if snapshot.is_ready else [],
         "query": f"?key={key}" if key else "",
         "access": Snapshot.Access.choices,
+        "researcher": is_researcher(request.user),
     }
 
 

@@ -8,7 +8,7 @@ Measures, over a session's non-practice votes:
 - ``side_share``: share of answers on the rater's more frequent side (position bias).
 
 Sentinels decide screening out (``session_screened_out``) by the rule in
-``quality.screening``: an exact binomial test that screens out a careful rater with
+``studies.screening``: an exact binomial test that screens out a careful rater with
 probability at most ``qc_screen_out_alpha``. The same test raises the
 ``sentinel_accuracy`` flag. The other measures only flag a session for review, and only
 with enough data for a careful rater to be flagged rarely (``MIN_TRIALS``).
@@ -23,8 +23,7 @@ from django.db.models import Q
 
 from rating.models import RaterSession, Trial
 from studies.models import Study
-
-from .screening import screen_out_cutoff, screens_out
+from studies.screening import screen_out_cutoff, screens_out
 
 # The fewest trials (repeats for repeat agreement, votes for the rest) before a review flag
 # can be raised, so that a careful rater is rarely flagged by chance (they are left out of
@@ -92,7 +91,7 @@ def _share(part: int, whole: int) -> float | None:
 
 
 def session_screened_out(study: Study, quality: dict) -> bool:
-    """Whether a session's sentinel answers screen it out (``quality.screening.screens_out``
+    """Whether a session's sentinel answers screen it out (``studies.screening.screens_out``
     with the study's careful accuracy and false screen-out rate)."""
     return screens_out(
         quality["sentinels_correct"], quality["sentinels"],

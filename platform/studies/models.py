@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 
 import twoafc_codecs
-from quality import screening
+from studies import screening
 
 
 def _completion_code() -> str:
@@ -102,7 +102,7 @@ class Study(models.Model):
         help_text="Given to raters who fail the sentinel trials.",
     )
     # Quality-control thresholds (see quality.services for what each measures).
-    # The screen-out rule on sentinels (quality.screening): a session is screened out when
+    # The screen-out rule on sentinels (studies.screening): a session is screened out when
     # its sentinel answers would happen with probability at most alpha to a careful rater.
     qc_careful_accuracy = models.FloatField(
         default=screening.CAREFUL_ACCURACY,

@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -503,24 +503,23 @@ def fail_generation(job_id: int, message: str) -> None:
 
 
 def study_counts(study: Study) -> dict:
-    from rating.models import Vote
-
+    """What generation made: stimuli and triplets. Votes belong to the rating app, which
+    builds on this one: ``rating.selectors.vote_counts`` counts them."""
     return {
         "stimuli": Stimulus.objects.filter(patch__source__study=study).count(),
         "triplets": study.triplets.count(),
-        "votes": Vote.objects.filter(trial__triplet__study=study).count(),
     }
 
 
 def votes_cast_on(item: Condition | SourceImage) -> int:
     """Votes on triplets showing this condition's stimuli, or this source's patches.
 
-    Deleting the condition or source would delete these votes with it.
+    Deleting the condition or source would delete these votes with it. The votes are reached
+    through the triplets' reverse relation (rating's trials), so this app imports nothing of
+    the apps built on it.
     """
-    from rating.models import Vote
-
     if isinstance(item, Condition):
         triplets = Triplet.objects.filter(Q(p0__condition=item) | Q(p1__condition=item))
     else:
         triplets = Triplet.objects.filter(patch__source=item)
-    return Vote.objects.filter(trial__triplet__in=triplets).count()
+    return triplets.aggregate(votes=Count("trials__vote"))["votes"]

@@ -70,7 +70,9 @@ def ensure_study() -> Study:
 
 
 def bot_sessions_needed(study: Study) -> int:
-    missing = BOT_VOTES - services.study_counts(study)["votes"]
+    from rating.selectors import vote_counts
+
+    missing = BOT_VOTES - vote_counts(study)["cast"]
     return max(0, -(-missing // study.trials_per_session))
 
 

@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # django-ninja as an app: /api/docs then loads Swagger UI from its bundled static files
+    # instead of a CDN, so the docs work offline.
+    "ninja",
     "twoafc",  # project-wide commands: demo
     "studies",
     "rating",

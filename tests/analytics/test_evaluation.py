@@ -201,10 +201,11 @@ def test_results_page_and_report_download(rated_study, torch_home, client, admin
         assert external not in bare, external
 
     for path in (url, url + "report.html"):
-        assert client.get(path).status_code == 302
+        # Not logged in: the login page; logged in but not a researcher: a 403 saying why.
+        assert client.get(path)["Location"] == f"/accounts/login/?next={path}"
         user = get_user_model().objects.create_user(f"rater{len(path)}", password="x")
         client.force_login(user)
-        assert client.get(path).status_code == 302
+        assert client.get(path).status_code == 403
         client.logout()
 
 

@@ -16,9 +16,10 @@ pytestmark = pytest.mark.django_db
 
 def test_export_has_the_bapps_layout_with_judges_from_the_votes(voted_study, tmp_path):
     info = export_bapps(voted_study, tmp_path / "out")
-    assert (
-        info["triplets"] == 18 and info["votes"] == 30 and set(info["splits"]) == {"train", "val"}
-    )
+    assert info["triplets"] == 18 and set(info["splits"]) == {"train", "val"}
+    votes = info["votes"]  # 3 raters x (2 practice + 10 regular), all counted
+    assert (votes["cast"], votes["regular"], votes["counted"]) == (36, 30, 30)
+    assert (info["raters"], info["counted"], info["left_out"]) == ("unflagged", 3, 0)
     root = tmp_path / "out"
     loaded = []
     for split in ("train", "val"):

@@ -33,7 +33,14 @@ def test_the_command_builds_a_snapshot_that_loads_like_bapps(voted_study, tmp_pa
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["snapshot"] == f"{voted_study.slug}-v1"
-    assert (result["votes"], result["triplets"], result["path"]) == (30, 18, str(tmp_path / "out"))
+    # 3 raters x (2 practice + 10 regular) votes, all counted.
+    counts = {"cast": 36, "practice": 6, "sentinel": 0, "repeat": 0, "regular": 30, "counted": 30,
+              "left_out": 0}  # fmt: skip
+    assert (result["votes"], result["triplets"], result["path"]) == (
+        counts,
+        18,
+        str(tmp_path / "out"),
+    )
     root = tmp_path / "out"
     loaded = [
         row
@@ -56,7 +63,8 @@ def test_votes_stimuli_clic_and_card(voted_study, tmp_path):
     snapshot = services.build_snapshot(services.freeze(voted_study, citation="Doe et al.").pk)
     votes_text = stored(snapshot, "votes.csv").decode()
     rows = list(csv.DictReader(io.StringIO(votes_text)))
-    assert list(rows[0]) == VOTE_COLUMNS and len(rows) == 30 == snapshot.votes
+    counts = snapshot.vote_counts
+    assert list(rows[0]) == VOTE_COLUMNS and len(rows) == 30 == counts["cast"] - counts["practice"]
     assert "PROLIFIC" not in votes_text
     assert not any(str(session.token) in votes_text for session in voted_study.sessions.all())
     assert len({row["observer"] for row in rows}) == 3
@@ -79,7 +87,10 @@ def test_votes_stimuli_clic_and_card(voted_study, tmp_path):
     assert all("/ref/" in o and "/p0/" in a and "/p1/" in b for o, a, b, _ in clic)
     card = stored(snapshot, "DATASET.md").decode()
     assert "Doe et al." in card and "Human ceiling" in card and "jpeg" in card
-    assert "Triplets with votes: 18" in card and "License: not stated" in card
+    assert "Triplets with counted votes: 18" in card and "License: not stated" in card
+    for line in ("| cast | 36 |", "| practice | 6 |", "| regular | 30 |", "| counted | 30 |",
+                 "| left out | 0 |"):  # fmt: skip
+        assert line in card, line
 
 
 def test_new_votes_never_change_an_old_snapshot(voted_study):
@@ -87,16 +98,17 @@ def test_new_votes_never_change_an_old_snapshot(voted_study):
     before = {f.path: stored(first, f.path) for f in first.files.all()}
     vote_all(voted_study, ("PROLIFIC-DDD",), chose_p1=False)
     second = services.build_snapshot(services.freeze(voted_study).pk)
-    assert second.name.endswith("-v2") and first.votes == 30
-    assert second.votes == Vote.objects.exclude(trial__kind="practice").count() > 30
+    assert second.name.endswith("-v2") and first.vote_counts["regular"] == 30
+    assert second.vote_counts["cast"] == Vote.objects.count() > 36
     first.refresh_from_db()
     assert (
-        first.votes == 30 and {f.path: stored(first, f.path) for f in first.files.all()} == before
+        first.vote_counts["cast"] == 36
+        and {f.path: stored(first, f.path) for f in first.files.all()} == before
     )
     # Rebuilding the old snapshot (say after a crash) still takes only its votes: same bytes.
     Snapshot.objects.filter(pk=first.pk).update(status=Snapshot.Status.FAILED)
     rebuilt = services.build_snapshot(first.pk)
-    assert rebuilt.content_hash == first.content_hash and rebuilt.votes == 30
+    assert rebuilt.content_hash == first.content_hash and rebuilt.vote_counts["counted"] == 30
 
 
 def test_the_celery_task_builds_and_is_idempotent(
@@ -146,7 +158,8 @@ def test_researchers_freeze_from_their_page_through_celery(
     researcher = django_user_model.objects.create_user("ada", password="pw")
     client.force_login(researcher)
     page = f"/studies/{voted_study.slug}/download/"
-    assert client.get(page).status_code == 404  # no permission to freeze yet
+    refused = client.get(page)  # not a researcher yet: a page that says how to become one
+    assert refused.status_code == 403 and "python manage.py researcher ada" in refused.text
     researcher.user_permissions.add(Permission.objects.get(codename="add_snapshot"))
     assert "Freeze snapshot" in client.get(page).content.decode()
     with django_capture_on_commit_callbacks(execute=True):

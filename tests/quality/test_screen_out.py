@@ -8,10 +8,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from scipy.stats import binom, binomtest
 
-from quality import screening
 from quality.services import MIN_TRIALS, flags_for
 from rating import services
 from rating.models import Trial, Vote
+from studies import screening
 from studies.models import Study
 
 # (careful accuracy, α) combinations the guarantee is checked for, the defaults first.

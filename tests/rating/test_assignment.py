@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from quality import screening
 from rating import assignment, services
 from rating.models import RaterSession, Trial, Vote
 from rating.selectors import voted_triplets
+from studies import screening
 from studies.models import Study, Triplet
 
 pytestmark = pytest.mark.django_db

@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from datasets.models import ApiToken
+from twoafc.access import make_researcher
 
 
 class Command(BaseCommand):
@@ -11,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="", help="what the token is for")
         parser.add_argument(
-            "--create", action="store_true", help="create the user (a researcher) if missing"
+            "--create", action="store_true", help="create the user, a researcher, if missing"
         )
 
     def handle(self, *args, username, name, create, **options):
@@ -21,5 +22,6 @@ class Command(BaseCommand):
             if not create:
                 raise CommandError(f"no user {username!r} (use --create to add one)")
             user = users.create_user(username=username)
+            make_researcher(user)
         _, raw = ApiToken.issue(user, name=name)
         self.stdout.write(raw)

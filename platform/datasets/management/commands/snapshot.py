@@ -19,7 +19,10 @@ class Command(BaseCommand):
         found = Study.objects.filter(slug=study).first()
         if found is None:
             raise CommandError(f"no study with slug {study!r}")
-        snapshot = services.freeze(found, license=license, citation=citation)
+        try:
+            snapshot = services.freeze(found, license=license, citation=citation)
+        except services.FreezeRefused as refused:
+            raise CommandError(str(refused)) from None
         try:
             snapshot = services.build_snapshot(snapshot.pk)
         except Exception as error:
@@ -34,6 +37,6 @@ class Command(BaseCommand):
             path = out
         self.stdout.write(json.dumps({
             "snapshot": snapshot.name, "path": str(path), "files": snapshot.files_count,
-            "votes": snapshot.votes, "triplets": snapshot.triplets,
+            "votes": snapshot.vote_counts, "triplets": snapshot.triplets,
             "content_hash": snapshot.content_hash,
         }))  # fmt: skip

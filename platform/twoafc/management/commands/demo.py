@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics.services import fit_dpl
+from rating.selectors import vote_counts
 from rating.simulation import local_server, simulate_raters
 from studies.services import study_counts
 from twoafc import demo, processes
@@ -54,6 +55,7 @@ class Command(BaseCommand):
             summary = {
                 "study": study.slug,
                 **study_counts(study),
+                "votes": vote_counts(study)["cast"],
                 "export": str(export),
                 "fit": report.result,
             }
