@@ -17,6 +17,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.urls import reverse
 
+from jobs.models import Job
 from studies.models import Study
 
 
@@ -28,8 +29,10 @@ def _link_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-class Snapshot(models.Model):
-    class Status(models.TextChoices):
+class Snapshot(Job):
+    """A dataset record and the job that builds its files (the ``jobs`` life cycle)."""
+
+    class Status(models.TextChoices):  # Job.Status's values, with a dataset's words
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Building"
         DONE = "done", "Ready"
@@ -53,14 +56,9 @@ class Snapshot(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Job state of the build.
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     # What was built.
     content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of MANIFEST")
     files_count = models.PositiveIntegerField(default=0)
@@ -87,10 +85,6 @@ class Snapshot(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.status == self.Status.DONE
-
-    @property
-    def progress(self) -> str:
-        return f"{self.done}/{self.total}"
 
 
 class SnapshotFile(models.Model):

@@ -21,9 +21,8 @@ class Command(BaseCommand):
             raise CommandError(f"no study with slug {study!r}")
         snapshot = services.freeze(found, license=license, citation=citation)
         try:
-            snapshot = services.build_snapshot(snapshot.pk)
+            snapshot = services.build_snapshot(snapshot.pk)  # a failure is recorded in its row
         except Exception as error:
-            services.fail_snapshot(snapshot.pk, f"{type(error).__name__}: {error}")
             raise CommandError(f"building {snapshot.name} failed: {error}") from None
         path = snapshot.storage_prefix
         if out:
