@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.admin import QUEUE_DOWN, JobAdminMixin
+from jobs.admin import JobAdminMixin
+from jobs.services import QUEUE_DOWN
 
 from . import tasks
 from .models import FitJob, FitReport

@@ -4,7 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from jobs.admin import QUEUE_DOWN, JobAdminMixin
+from jobs.admin import JobAdminMixin
+from jobs.services import QUEUE_DOWN
 
 from . import services, tasks
 from .models import ApiToken, DownloadLog, Snapshot

@@ -6,11 +6,12 @@
 A snapshot the token's user may not read answers 404, like one that does not exist.
 """
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
 from ninja.security import HttpBearer
 
+from jobs.services import QUEUE_DOWN
 from studies.models import Study
 
 from . import services, tasks
@@ -56,8 +57,16 @@ def list_studies(request):
     ]  # fmt: skip
 
 
-@router.post("/studies/{slug}/snapshots", response={202: dict})
-def freeze(request, slug: str, body: FreezeIn):
+class ErrorOut(Schema):
+    detail: str
+    reason: str
+
+
+@router.post("/studies/{slug}/snapshots", response={202: dict, 503: ErrorOut})
+def freeze(request, slug: str, body: FreezeIn, response: HttpResponse):
+    """Freeze the next snapshot; its build runs in the background (202). If the task queue
+    is unreachable the snapshot is still recorded, queued, and built once the queue is back
+    (503, reason "queue-unavailable")."""
     if not services.can_freeze(request.api_user):
         raise Http404
     study = get_object_or_404(Study, slug=slug)
@@ -65,6 +74,12 @@ def freeze(request, slug: str, body: FreezeIn):
         study, user=request.api_user, license=body.license, citation=body.citation,
         enqueue=tasks.enqueue_build,
     )  # fmt: skip
+    if snapshot.enqueued is False:
+        response["Retry-After"] = "60"
+        return 503, {
+            "detail": QUEUE_DOWN.format(what=f"Snapshot {snapshot.name}"),
+            "reason": "queue-unavailable",
+        }
     return 202, services.describe(snapshot)
 
 

@@ -11,6 +11,7 @@ from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from jobs.services import QUEUE_DOWN
 from studies.models import Study
 
 from . import services, tasks
@@ -67,7 +68,10 @@ def freeze_view(request, slug: str):
         citation=request.POST.get("citation", "").strip(),
         enqueue=tasks.enqueue_build,
     )
-    messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
+    if snapshot.enqueued is False:
+        messages.warning(request, QUEUE_DOWN.format(what=f"Snapshot {snapshot.name}"))
+    else:
+        messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
     return redirect(snapshot)
 
 

@@ -10,12 +10,6 @@ from django.utils.html import format_html
 
 from .models import Job
 
-# What a page says when a job was recorded but the broker could not be reached.
-QUEUE_DOWN = (
-    "{what} is recorded but could not be queued: the task queue is unreachable. It stays "
-    "queued, and the job sweeper sends it once the queue is back."
-)
-
 
 def _clock(moment) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"

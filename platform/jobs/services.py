@@ -31,6 +31,12 @@ def registered() -> dict[type[Job], object]:
 
 # --- enqueuing ------------------------------------------------------------------------
 
+# What a page or the API says when a job was recorded but the broker could not be reached.
+QUEUE_DOWN = (
+    "{what} is recorded but could not be queued: the task queue is unreachable. It stays "
+    "queued, and the job sweeper sends it once the queue is back."
+)
+
 
 def send(model: type[Job], job_id: int) -> bool:
     """Hand job ``job_id`` to the workers. False, with a log line, if the broker is unreachable:
