@@ -43,6 +43,8 @@ def send(model: type[Job], job_id: int) -> bool:
     the row stays queued and the sweeper sends it once the broker is back."""
     task = _TASKS[model]
     label = f"{model._meta.verbose_name} {job_id}"
+    # Logged before sending: an eager run (tests, demo) logs the job's own lines inside delay().
+    logger.info("%s: sending to %s", label, task.name)
     try:
         task.delay(job_id)
     except Exception as error:
@@ -54,7 +56,6 @@ def send(model: type[Job], job_id: int) -> bool:
         else:
             logger.error("%s not sent to %s", label, task.name, exc_info=error)
         return False
-    logger.info("%s sent to %s", label, task.name)
     return True
 
 

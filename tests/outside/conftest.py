@@ -83,9 +83,10 @@ def start_server(data_dir, log_path, **env: str) -> Server:
             log.seek(0)
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read()[-4000:]}")
         try:
-            requests.get(url + "/favicon.ico", timeout=2)
+            requests.get(url + "/favicon.ico", timeout=5)
             return Server(url, dict(env), process, log)
-        except requests.ConnectionError:
+        # Refused until gunicorn listens; a first answer can take seconds on a loaded machine.
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     processes.stop(process)
     raise RuntimeError(f"gunicorn did not answer on {url} within 60 s")
