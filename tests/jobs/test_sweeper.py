@@ -88,3 +88,14 @@ def test_a_job_whose_workers_keep_dying_is_failed_with_the_reason(settings):
 def test_the_command_sweeps_for_cron(capsys):
     call_command("sweep_jobs")
     assert json.loads(capsys.readouterr().out) == {"requeued": [], "resent": [], "failed": []}
+
+
+def test_celery_beat_runs_the_sweeper_task():
+    from django.utils.module_loading import autodiscover_modules
+
+    from twoafc.celery import app
+
+    autodiscover_modules("tasks")
+    entry = app.conf.beat_schedule["sweep-jobs"]
+    assert entry["task"] == "jobs.tasks.sweep" and entry["task"] in app.tasks
+    assert app.conf.task_routes["jobs.tasks.*"] == {"queue": "cpu"}
