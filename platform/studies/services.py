@@ -342,7 +342,9 @@ def start_chunk(chunk_id: int) -> GenerationChunk | None:
         attempts=F("attempts") + 1
     ):
         return None
-    chunk = GenerationChunk.objects.select_related("job", "condition").get(pk=chunk_id)
+    chunk = GenerationChunk.objects.select_related("job", "condition").filter(pk=chunk_id).first()
+    if chunk is None:  # replaced by a re-claim of its job in the meantime
+        return None
     if chunk.attempts > max_attempts():
         chunk.job.fail(
             f"{chunk.condition} on sources {chunk.source_ids} was started {chunk.attempts} times "
@@ -358,7 +360,9 @@ def complete_chunk(chunk_id: int) -> bool:
     A chunk of a job that no longer runs (superseded, failed) has still written its encodings,
     which every later job uses, but changes nothing of its job.
     """
-    chunk = GenerationChunk.objects.get(pk=chunk_id)
+    chunk = GenerationChunk.objects.filter(pk=chunk_id).first()
+    if chunk is None:  # replaced by a re-claim of its job while it ran: the new one counts
+        return False
     running = GenerationJob.objects.filter(pk=chunk.job_id, status=GenerationJob.Status.RUNNING)
     with transaction.atomic():
         # The job row first, as prepare_generation locks it: the two never wait on each other.

@@ -10,8 +10,9 @@ source per task; learned codecs and GPU JPEG on the ``gpu`` queue, a batch per t
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
+from jobs import policy
 from jobs import services as jobs
 from jobs.tasks import job_task, run_step
 
@@ -29,13 +30,24 @@ def prepare_generation(job: GenerationJob) -> None:
 
 
 def _run_chunk(task, chunk_id: int, work) -> None:
-    chunk = services.start_chunk(chunk_id)
+    try:
+        chunk = services.start_chunk(chunk_id)
+    except DatabaseError as error:
+        # Not even counted: deliver the message again later, a few times (then the sweeper
+        # takes the stalled job over and sends its unfinished chunks again).
+        if not policy.is_transient(error) or task.request.retries + 1 >= policy.max_attempts():
+            raise
+        raise task.retry(exc=error, countdown=policy.backoff_s(task.request.retries + 1)) from None
     if chunk is None:
         return
-    what = f"chunk {chunk.pk} ({chunk.condition} × {len(chunk.source_ids)} sources)"
-    if run_step(task, chunk.job, lambda: work(chunk), attempt=chunk.attempts, what=what):
+
+    def step() -> None:
+        work(chunk)
         if services.complete_chunk(chunk.pk):
             transaction.on_commit(lambda: finish_generation.delay(chunk.job_id))
+
+    what = f"chunk {chunk.pk} ({chunk.condition} × {len(chunk.source_ids)} sources)"
+    run_step(task, chunk.job, step, attempt=chunk.attempts, what=what)
 
 
 @shared_task(bind=True, max_retries=None)
