@@ -8,7 +8,7 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 
 from .models import Job
 
@@ -34,12 +34,17 @@ class Heartbeat:
         )
 
     def __enter__(self) -> "Heartbeat":
-        self._thread.start()
+        # Inside a transaction (a task run eagerly in a test or a request), the job's row may
+        # be written but not committed: another connection's beat would wait on our own lock.
+        # Workers run tasks in autocommit, where the thread runs.
+        if not transaction.get_connection().in_atomic_block:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         try:

@@ -262,3 +262,14 @@ def test_the_heartbeat_thread_beats_and_stops_once_the_job_is_taken():
         time.sleep(0.3)
         assert heart.lost
     assert fresh(job).claimed_by == "b:2"
+
+
+def test_no_heartbeat_thread_inside_a_transaction():
+    """A job claimed in an open transaction (an eager task in a test or a request) is locked by
+    it: a beat from another connection would wait on that lock until the step ends."""
+    job = new_job()
+    assert job.claim()
+    started = time.monotonic()
+    with Heartbeat(job, every_s=0.01) as heart:
+        time.sleep(0.1)
+    assert heart.beats == 0 and time.monotonic() - started < 5
