@@ -25,10 +25,6 @@ def register(model: type[Job], task) -> None:
     _TASKS[model] = task
 
 
-def registered() -> dict[type[Job], object]:
-    return dict(_TASKS)
-
-
 # --- enqueuing ------------------------------------------------------------------------
 
 # What a page or the API says when a job was recorded but the broker could not be reached.
