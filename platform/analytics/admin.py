@@ -2,10 +2,13 @@
 list and the job page show its progress, its error and links to the weights and model card."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
+
+from jobs.admin import JobAdminMixin
+from jobs.services import QUEUE_DOWN
 
 from . import tasks
 from .models import FitJob, FitReport
@@ -43,15 +46,14 @@ class FitJobForm(forms.ModelForm):
 
 
 @admin.register(FitJob)
-class FitJobAdmin(admin.ModelAdmin):
+class FitJobAdmin(JobAdminMixin, admin.ModelAdmin):
     """Adding a job is the "Fit DPL" button: saving queues the fit."""
 
     form = FitJobForm
-    list_display = ["study", "backbone", "loss", "status", "fit_progress", "created_at", "result"]
-    list_filter = ["status", "backbone"]
+    list_display = ["study", "backbone", "loss", *JobAdminMixin.JOB_COLUMNS, "created_at", "result"]
+    list_filter = [*JobAdminMixin.JOB_FILTERS, "backbone"]
     readonly_fields = [
-        "study", "backbone", "loss", "epochs", "seed", "status", "fit_progress", "error",
-        "result", "created_at", "started_at", "finished_at",
+        "study", "backbone", "loss", "epochs", "seed", *JobAdminMixin.JOB_FIELDS, "result",
     ]  # fmt: skip
 
     def get_readonly_fields(self, request, obj=None):
@@ -67,10 +69,8 @@ class FitJobAdmin(admin.ModelAdmin):
         from . import services
 
         services.queue_fit(obj, enqueue=tasks.enqueue_fit)
-
-    @admin.display(description="Progress")
-    def fit_progress(self, job):
-        return job.progress
+        if obj.enqueued is False:
+            messages.warning(request, QUEUE_DOWN.format(what=f"Fit job {obj.pk}"))
 
     @admin.display(description="Result")
     def result(self, job):

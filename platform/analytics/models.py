@@ -1,5 +1,6 @@
 from django.db import models
 
+from jobs.models import Job
 from studies.models import Study
 
 
@@ -20,14 +21,8 @@ class FitReport(models.Model):
         return f"{self.study} · {self.backbone} · {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class FitJob(models.Model):
-    """One requested DPL fit: its settings, and the progress the Celery task writes."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+class FitJob(Job):
+    """One requested DPL fit: its settings, and the progress its task writes (``jobs`` life cycle)."""
 
     class Stage(models.TextChoices):
         WAITING = "waiting", "Waiting"
@@ -42,17 +37,10 @@ class FitJob(models.Model):
     )
     epochs = models.PositiveIntegerField(default=30)
     seed = models.IntegerField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+    stage = models.CharField(max_length=40, choices=Stage.choices, default=Stage.WAITING)
     report = models.OneToOneField(
         FitReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="job"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

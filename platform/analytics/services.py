@@ -6,7 +6,7 @@ on disk (``analytics.feature_cache``): d is linear in the weights (REFERENCE.md 
 triplet only indexes them and a re-fit after new votes only computes the new stimuli.
 
 A fit runs inline (``fit_dpl``, the command line) or as a job (``queue_fit`` → Celery task
-``analytics.tasks.fit_dpl`` → ``run_fit_job``), whose progress lives in its ``FitJob`` row.
+``analytics.tasks.fit_dpl`` → ``run_fit``), whose progress lives in its ``FitJob`` row.
 Each fit writes an lpips-format ``.pth`` and a model card ``.json`` beside it.
 """
 
@@ -23,10 +23,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import services as jobs
 from rating.selectors import rater_set, voted_triplets
 from studies.models import Study
 from studies.services import load_pixels
-from twoafc.celery import STALE_JOB
 
 from . import dpl, feature_cache, fitting, lpips_format, metrics, scoring
 from .models import FitJob, FitReport
@@ -313,33 +313,23 @@ def check_fit_settings(study: Study, backbone: str, loss: str, epochs: int) -> N
         raise ValidationError(errors)
 
 
-def queue_fit(job: FitJob, enqueue: Callable[[int], None]) -> FitJob:
-    """Check and save a new ``job``; ``enqueue(job.pk)`` runs once the row is committed."""
+def queue_fit(job: FitJob, enqueue: Callable[[int], object]) -> FitJob:
+    """Check and save a new ``job``; ``enqueue(job.pk)`` runs once the row is committed
+    (``job.enqueued`` is False afterwards if the broker could not be reached)."""
     check_fit_settings(job.study, job.backbone, job.loss, job.epochs)
     with transaction.atomic():
         job.status, job.stage = FitJob.Status.QUEUED, FitJob.Stage.WAITING
         job.save()
-        transaction.on_commit(lambda: enqueue(job.pk))
+        jobs.enqueue_on_commit(job, enqueue)
     return job
 
 
 PROGRESS_EVERY_S = 0.5
 
 
-def run_fit_job(job_id: int) -> FitJob:
-    """Run a queued fit job; progress goes to its row (at most every 0.5 s and at each stage's
-    end). Idempotent: a job that is already done is left as it is; a failed or interrupted one
-    runs again. Errors (no votes, missing backbone, anything else) fail the job with the message.
-    """
-    with transaction.atomic():
-        job = FitJob.objects.select_for_update().select_related("study").get(pk=job_id)
-        if job.status == FitJob.Status.DONE:
-            return job
-        if job.status == FitJob.Status.RUNNING and job.started_at > timezone.now() - STALE_JOB:
-            return job  # a redelivered task (acks_late) while another worker runs it
-        job.status, job.error = FitJob.Status.RUNNING, ""
-        job.started_at, job.finished_at = timezone.now(), None
-        job.save(update_fields=["status", "error", "started_at", "finished_at"])
+def run_fit(job: FitJob) -> dict:
+    """The body of a claimed fit job: fit, with progress in its row (at most every 0.5 s and at
+    each stage's end). Returns what the job finishes with: its report."""
     last = {"t": 0.0, "stage": None}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -347,22 +337,10 @@ def run_fit_job(job_id: int) -> FitJob:
         if stage == last["stage"] and done < total and now - last["t"] < PROGRESS_EVERY_S:
             return
         last.update(t=now, stage=stage)
-        FitJob.objects.filter(pk=job_id).update(stage=stage, done=done, total=total)
+        job.set_progress(done, total, stage=stage)
 
-    try:
-        report = fit_dpl(
-            job.study, backbone=job.backbone, loss=job.loss, epochs=job.epochs, seed=job.seed,
-            progress=progress,
-        )  # fmt: skip
-    except Exception as error:  # the job row is where the admin reads what went wrong
-        FitJob.objects.filter(pk=job_id).update(
-            status=FitJob.Status.FAILED,
-            error=f"{type(error).__name__}: {error}",
-            finished_at=timezone.now(),
-        )
-    else:
-        FitJob.objects.filter(pk=job_id).update(
-            status=FitJob.Status.DONE, report=report, finished_at=timezone.now()
-        )
-    job.refresh_from_db()
-    return job
+    report = fit_dpl(
+        job.study, backbone=job.backbone, loss=job.loss, epochs=job.epochs, seed=job.seed,
+        progress=progress,
+    )  # fmt: skip
+    return {"report": report}

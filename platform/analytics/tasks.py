@@ -1,19 +1,23 @@
-"""Celery door into DPL fitting: load the job by id, run the service (``cpu`` queue).
+"""Celery door into DPL fitting: claim the job by id, run the fit (``cpu`` queue).
 
-The task is idempotent (a finished job is not fitted again) and keeps its state, progress
-and error in the ``FitJob`` row; ``services.queue_fit`` enqueues it on commit.
+The ``jobs`` life cycle makes it idempotent (a finished job is not fitted again, one that
+another worker runs is left to it) and keeps state, progress and error in the ``FitJob``
+row; ``services.queue_fit`` enqueues it on commit.
 """
 
-from celery import shared_task
+from jobs import services as jobs
+from jobs.tasks import job_task
+
+from .models import FitJob
 
 
-@shared_task
-def fit_dpl(job_id: int) -> None:
+@job_task(FitJob)
+def fit_dpl(job: FitJob) -> dict:
     # Imported here: the fitting stack loads torch, which a worker only needs once it fits.
     from . import services
 
-    services.run_fit_job(job_id)
+    return services.run_fit(job)
 
 
-def enqueue_fit(job_id: int) -> None:
-    fit_dpl.delay(job_id)
+def enqueue_fit(job_id: int) -> bool:
+    return jobs.send(FitJob, job_id)

@@ -4,6 +4,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
+from jobs.admin import JobAdminMixin
+from jobs.services import QUEUE_DOWN
+
 from . import services, tasks
 from .models import ApiToken, DownloadLog, Snapshot
 
@@ -25,25 +28,17 @@ class FreezeForm(forms.ModelForm):
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
-    list_display = [
-        "name",
-        "study",
-        "build",
-        "access",
-        "triplets",
-        "votes",
-        "files_count",
-        "created_at",
-    ]
-    list_filter = ["status", "access"]
+class SnapshotAdmin(JobAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "study", *JobAdminMixin.JOB_COLUMNS, "access", "triplets", "votes",
+                    "files_count", "created_at"]  # fmt: skip
+    list_filter = [*JobAdminMixin.JOB_FILTERS, "access"]
     search_fields = ["name", "study__slug"]
-    readonly_fields = ["name", "study", "build", "vote_cutoff", "content_hash", "files_count",
-                       "bytes_total", "vote_detail", "triplets", "created_by", "created_at",
-                       "finished_at", "link", "link_token"]  # fmt: skip
-    fields = ["name", "study", "build", "link", "access", "link_token", "license", "citation",
-              "vote_cutoff", "content_hash", "files_count", "bytes_total", "vote_detail", "triplets",
-              "created_by", "created_at", "finished_at"]  # fmt: skip
+    readonly_fields = ["name", "study", *JobAdminMixin.JOB_FIELDS, "vote_cutoff", "content_hash",
+                       "files_count", "bytes_total", "vote_detail", "triplets", "created_by",
+                       "link", "link_token"]  # fmt: skip
+    fields = ["name", "study", *JobAdminMixin.JOB_FIELDS, "link", "access", "link_token",
+              "license", "citation", "vote_cutoff", "content_hash", "files_count", "bytes_total",
+              "vote_detail", "triplets", "created_by"]  # fmt: skip
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -71,14 +66,10 @@ class SnapshotAdmin(admin.ModelAdmin):
         Snapshot.objects.filter(pk=frozen.pk).update(access=obj.access)
         obj.pk = frozen.pk
         obj.refresh_from_db()
-        messages.info(request, f"Freezing {obj.name}: progress shows in the list.")
-
-    @admin.display(description="Build")
-    def build(self, snapshot):
-        text = f"{snapshot.get_status_display()} ({snapshot.progress} files)"
-        if snapshot.error:
-            return format_html("{}<br><span style='color:#b00'>{}</span>", text, snapshot.error)
-        return text
+        if frozen.enqueued is False:
+            messages.warning(request, QUEUE_DOWN.format(what=obj.name))
+        else:
+            messages.info(request, f"Freezing {obj.name}: progress shows in the list.")
 
     @admin.display(description="Votes")
     def votes(self, snapshot):

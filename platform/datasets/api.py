@@ -6,11 +6,12 @@
 A snapshot the token's user may not read answers 404, like one that does not exist.
 """
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from ninja.security import HttpBearer
 
+from jobs.services import QUEUE_DOWN
 from studies.models import Study
 
 from . import services, tasks
@@ -61,9 +62,11 @@ class Refused(Schema):
     reason: str
 
 
-@router.post("/studies/{slug}/snapshots", response={202: dict, 409: Refused})
-def freeze(request, slug: str, body: FreezeIn):
-    """Freeze the study's votes so far into its next snapshot; 409 when none of them counts."""
+@router.post("/studies/{slug}/snapshots", response={202: dict, 409: Refused, 503: Refused})
+def freeze(request, slug: str, body: FreezeIn, response: HttpResponse):
+    """Freeze the study's votes so far into its next snapshot; its build runs in the background
+    (202). 409 when none of the votes counts. If the task queue is unreachable the snapshot is
+    still recorded, queued, and built once the queue is back (503, reason "queue-unavailable")."""
     if not services.can_freeze(request.api_user):
         raise Http404
     study = get_object_or_404(Study, slug=slug)
@@ -74,6 +77,12 @@ def freeze(request, slug: str, body: FreezeIn):
         )  # fmt: skip
     except services.FreezeRefused as refused:
         return Status(refused.status, {"detail": str(refused), "reason": refused.reason})
+    if snapshot.enqueued is False:
+        response["Retry-After"] = "60"
+        return Status(503, {
+            "detail": QUEUE_DOWN.format(what=f"Snapshot {snapshot.name}"),
+            "reason": "queue-unavailable",
+        })  # fmt: skip
     return Status(202, services.describe(snapshot))
 
 

@@ -17,6 +17,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.urls import reverse
 
+from jobs.models import Job
 from rating.selectors import count_rows
 from studies.models import Study
 
@@ -29,8 +30,10 @@ def _link_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-class Snapshot(models.Model):
-    class Status(models.TextChoices):
+class Snapshot(Job):
+    """A dataset record and the job that builds its files (the ``jobs`` life cycle)."""
+
+    class Status(models.TextChoices):  # Job.Status's values, with a dataset's words
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Building"
         DONE = "done", "Ready"
@@ -54,14 +57,9 @@ class Snapshot(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Job state of the build.
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     # What was built.
     content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of MANIFEST")
     files_count = models.PositiveIntegerField(default=0)
@@ -92,10 +90,6 @@ class Snapshot(models.Model):
         return self.status == self.Status.DONE
 
     @property
-    def progress(self) -> str:
-        return f"{self.done}/{self.total}"
-
-    @property
     def counts(self) -> list[tuple[str, str, str, int | None]]:
         """(key, label, rule, value) of each vote count, in the order pages show them."""
         return count_rows(self.vote_counts)
@@ -104,8 +98,6 @@ class Snapshot(models.Model):
     def main_counts(self) -> list[tuple[str, str, str, int | None]]:
         """Cast, regular, counted and left out, for lists."""
         return count_rows(self.vote_counts, main=True)
-
-
 
 
 class SnapshotFile(models.Model):

@@ -1,10 +1,11 @@
 """Snapshots: freeze a study's votes, build the files (a Celery task), unpack, and who may read.
 
 ``freeze`` records ``<study>-v<N>`` with the last vote id so far and hands the
-build to the workers once committed; ``build_snapshot`` is idempotent (a done
-snapshot is left alone, one another worker is building is left to it, a failed or
-interrupted one is rebuilt from the same cutoff: the same votes, and the same bytes
-unless an admin changed which raters count in between).
+build to the workers once committed. A snapshot is a job (``jobs``): building claims
+it, so a done snapshot is left alone and one another worker is building is left to it;
+an interrupted build (its worker died) is taken over after the stale time, and a
+failed one is built again after ``requeue()``, from the same cutoff: the same votes,
+and the same bytes unless an admin changed which raters count in between.
 ``export_bapps`` writes the same files straight into a local folder.
 """
 
@@ -20,11 +21,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from jobs import services as jobs
 from rating.models import Vote
 from rating.selectors import rater_set, vote_counts
 from studies.models import Study
 from twoafc.access import is_researcher
-from twoafc.celery import STALE_JOB
 
 from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
 from .snapshot import VOTE_COLUMNS, DirSink, Frozen, StorageSink, WrittenFile, copy_out
@@ -32,7 +33,7 @@ from .snapshot import write_snapshot as write_files
 
 __all__ = [
     "VOTE_COLUMNS", "FreezeRefused", "build_snapshot", "check_freezable", "export_bapps",
-    "fail_snapshot", "freeze",
+    "freeze", "write_snapshot",
 ]  # fmt: skip
 
 
@@ -108,7 +109,11 @@ def freeze(
 
     Raises FreezeRefused, recording nothing, when no vote up to now counts. The snapshot's
     vote counts are those at its cutoff; the build records them again with the raters
-    that count then (the same, unless an admin changes a rater in between)."""
+    that count then (the same, unless an admin changes a rater in between).
+
+    With ``enqueue``, ``snapshot.enqueued`` is False afterwards if the broker could not be
+    reached: the snapshot then stays queued until the sweeper sends it.
+    """
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -123,7 +128,7 @@ def freeze(
                     created_by=user if user is not None and user.is_authenticated else None,
                 )  # fmt: skip
                 if enqueue is not None:
-                    transaction.on_commit(lambda pk=snapshot.pk: enqueue(pk))
+                    jobs.enqueue_on_commit(snapshot, enqueue)
             return snapshot
         except IntegrityError:
             continue  # a concurrent freeze took the number; take the next
@@ -131,26 +136,25 @@ def freeze(
 
 
 def build_snapshot(snapshot_id: int) -> Snapshot:
-    """Write the snapshot's files into storage and record them; a built one is left alone."""
+    """Build a snapshot in this process (the ``snapshot`` command): claim it, write its files,
+    mark it done. One that is done, or that another worker is building, is left alone; an
+    error fails the snapshot (message and traceback) and is raised."""
     snapshot = Snapshot.objects.select_related("study").get(pk=snapshot_id)
-    if snapshot.is_ready:
-        return snapshot
-    # Claim the build: a redelivered task (acks_late) finds it running and leaves it alone.
-    claimed = (
-        Snapshot.objects.filter(pk=snapshot.pk)
-        .exclude(status=Snapshot.Status.RUNNING, started_at__gt=timezone.now() - STALE_JOB)
-        .update(
-            status=Snapshot.Status.RUNNING, error="", done=0, total=0, started_at=timezone.now()
-        )
-    )
-    if not claimed:
-        return snapshot
+    jobs.run(snapshot, write_snapshot)
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def write_snapshot(snapshot: Snapshot) -> None:
+    """The build of a claimed snapshot: write its files into storage, then record them and
+    mark the snapshot done in one transaction."""
     frozen = Frozen(study=snapshot.study, name=snapshot.name, cutoff=snapshot.vote_cutoff,
                     salt=snapshot.salt, created_at=snapshot.created_at,
                     license=snapshot.license, citation=snapshot.citation)  # fmt: skip
+    snapshot.set_progress(0, 0, stage="writing files")
 
     def report(done: int, total: int) -> None:
-        Snapshot.objects.filter(pk=snapshot.pk).update(done=done, total=total)
+        snapshot.set_progress(done, total)
 
     info = write_files(frozen, StorageSink(snapshot.storage_prefix), report)
     files: list[WrittenFile] = info["files"]
@@ -161,21 +165,13 @@ def build_snapshot(snapshot_id: int) -> Snapshot:
              for f in files],
             batch_size=2000,
         )  # fmt: skip
-        Snapshot.objects.filter(pk=snapshot.pk).update(
-            status=Snapshot.Status.DONE, content_hash=info["content_hash"],
-            files_count=len(files), bytes_total=sum(f.size for f in files),
-            vote_counts=info["votes"], triplets=info["triplets"], done=len(files),
-            total=len(files),
-            finished_at=timezone.now(),
-        )  # fmt: skip
-    snapshot.refresh_from_db()
-    return snapshot
-
-
-def fail_snapshot(snapshot_id: int, message: str) -> None:
-    Snapshot.objects.filter(pk=snapshot_id).exclude(status=Snapshot.Status.DONE).update(
-        status=Snapshot.Status.FAILED, error=message, finished_at=timezone.now()
-    )
+        if not snapshot.finish(
+            content_hash=info["content_hash"], files_count=len(files),
+            bytes_total=sum(f.size for f in files), vote_counts=info["votes"],
+            triplets=info["triplets"], done=len(files), total=len(files), stage="",
+        ):  # fmt: skip
+            # Taken over meanwhile: the file rows are the other build's to write.
+            transaction.set_rollback(True)
 
 
 def open_file(snapshot: Snapshot, path: str):

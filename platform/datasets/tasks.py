@@ -1,20 +1,16 @@
-"""Celery door into snapshot building: load by id, build, record a failure in the row."""
+"""Celery door into snapshot building: claim the snapshot by id, build it (``jobs`` life cycle)."""
 
-from celery import shared_task
+from jobs import services as jobs
+from jobs.tasks import job_task
 
 from . import services
+from .models import Snapshot
 
 
-@shared_task(bind=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=3)
-def build_snapshot(self, snapshot_id: int) -> None:
-    try:
-        services.build_snapshot(snapshot_id)
-    except Exception as error:
-        transient = isinstance(error, OSError) and not isinstance(error, FileNotFoundError)
-        if transient and self.request.retries < self.max_retries:
-            raise  # storage hiccup: autoretry rebuilds from the same cutoff
-        services.fail_snapshot(snapshot_id, f"{type(error).__name__}: {error}")
+@job_task(Snapshot)
+def build_snapshot(snapshot: Snapshot) -> None:
+    services.write_snapshot(snapshot)
 
 
-def enqueue_build(snapshot_id: int) -> None:
-    build_snapshot.delay(snapshot_id)
+def enqueue_build(snapshot_id: int) -> bool:
+    return jobs.send(Snapshot, snapshot_id)

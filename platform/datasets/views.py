@@ -11,6 +11,7 @@ from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from jobs.services import QUEUE_DOWN
 from rating.selectors import count_rows, vote_counts
 from studies.models import Study
 from twoafc.access import is_researcher, researcher_required
@@ -99,7 +100,10 @@ def freeze_view(request, slug: str):
     except services.FreezeRefused as refused:
         messages.error(request, str(refused))
         return redirect("datasets:download", slug=study.slug)
-    messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
+    if snapshot.enqueued is False:
+        messages.warning(request, QUEUE_DOWN.format(what=f"Snapshot {snapshot.name}"))
+    else:
+        messages.success(request, f"Freezing {snapshot.name}: the build runs in the background.")
     return redirect(snapshot)
 
 

@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 import twoafc_codecs
+from jobs.admin import JobAdminMixin
 
 from . import services, tasks
 from .models import Condition, GenerationJob, ReferencePatch, SourceImage, Study
@@ -448,10 +449,18 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(GenerationJob)
-class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = ["study", "status", "progress", "created_at", "finished_at", "error"]
-    list_filter = ["status"]
-    readonly_fields = ["study", "status", "total", "done", "error", "created_at", "finished_at"]
+class GenerationJobAdmin(JobAdminMixin, admin.ModelAdmin):
+    list_display = ["study", *JobAdminMixin.JOB_COLUMNS, "created_at", "finished_at"]
+    list_filter = JobAdminMixin.JOB_FILTERS
+    readonly_fields = [
+        "study",
+        *JobAdminMixin.JOB_FIELDS,
+        "encode_s",
+        "crop_s",
+        "storage_s",
+        "db_s",
+    ]
+    fields = readonly_fields
 
     def has_add_permission(self, request):
         return False

@@ -11,11 +11,12 @@ import random
 import secrets
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.urls import reverse
 from django.utils.text import slugify
 
 import twoafc_codecs
+from jobs.models import Job
 from studies import screening
 
 
@@ -418,22 +419,17 @@ class Triplet(models.Model):
         return f"triplet {self.pk}"
 
 
-class GenerationJob(models.Model):
-    """Progress of one generation run; Celery tasks update it, the admin shows it."""
+class GenerationJob(Job):
+    """One generation run (the ``jobs`` life cycle): ``prepare_generation`` claims it and hands
+    out chunks (``GenerationChunk``), each chunk adds its sources to ``done``, and the last one
+    triplets the stimuli and makes the study ready.
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Only the study's newest job is current: Generate, pressed again, supersedes older ones
+    (failed, "superseded by job N"). Their chunks may still write encodings (shared by every
+    job of the study, so useful work), but never change their job's or the study's state.
+    """
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="generation_jobs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     # Seconds spent, summed over chunks: where generation time goes.
     encode_s = models.FloatField(default=0)
     crop_s = models.FloatField(default=0)
@@ -446,9 +442,46 @@ class GenerationJob(models.Model):
     def __str__(self) -> str:
         return f"{self.study} generation: {self.done}/{self.total} {self.status}"
 
-    @property
-    def progress(self) -> str:
-        return f"{self.done}/{self.total}"
+    @classmethod
+    def max_attempts(cls) -> None:
+        # A generation is many chunk messages: a re-claim only re-sends the unfinished ones,
+        # so it is never given up as a whole. A chunk that keeps killing its worker fails
+        # the job through its own count (GenerationChunk.attempts).
+        return None
+
+    def is_current(self) -> bool:
+        """Whether this is still the study's newest job (Generate was not pressed since)."""
+        return not GenerationJob.objects.filter(study_id=self.study_id, pk__gt=self.pk).exists()
+
+    def fail(self, error, *, where=None) -> bool:
+        """Fail the job; the study is marked failed only if this job is still its current one.
+
+        The job row is updated first: a concurrent Generate, which supersedes running jobs
+        before it touches the study, then waits for this transaction and sees the job failed.
+        """
+        with transaction.atomic():
+            failed = super().fail(error, where=where)
+            if failed and self.is_current():
+                Study.objects.filter(pk=self.study_id).update(status=Study.Status.FAILED)
+        return failed
+
+
+class GenerationChunk(models.Model):
+    """One task's share of a generation job: one condition over some sources (one on the CPU
+    queue, a batch on the GPU queue). Its job counts it done once, whatever the redeliveries."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="chunks")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="+")
+    source_ids = models.JSONField()
+    queue = models.CharField(max_length=8)
+    attempts = models.PositiveIntegerField(default=0, help_text="How many times a task started it.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of job {self.job_id}: condition {self.condition_id} × {self.source_ids}"
 
 
 class JndPair(models.Model):

@@ -1,9 +1,11 @@
 """Writes for studies: adding sources, and the generation pipeline the Celery tasks drive.
 
-Generation is split into chunks of one source image × one condition. A chunk
-writes its Encoding and all its Stimulus rows in one transaction, so an
-Encoding row exists exactly when its chunk is complete; progress is counted
-from those rows, which makes every step safe to re-run after a worker dies.
+Generation is split into chunks of one condition × one source (a batch of sources on
+the GPU queue), recorded as ``GenerationChunk`` rows of the job. Encoding one source
+writes its Encoding and all its Stimulus rows in one transaction, so an Encoding row
+exists exactly when that work is complete, and re-running any step writes nothing new.
+A job counts its own chunks (each once, however often its message is delivered), and
+only the study's current job changes the study's state.
 """
 
 import hashlib
@@ -29,10 +31,13 @@ from django.utils import timezone
 from PIL import Image
 
 import twoafc_codecs
+from jobs import services as jobs
+from jobs.policy import max_attempts
 
 from .models import (
     Condition,
     Encoding,
+    GenerationChunk,
     GenerationJob,
     ReferencePatch,
     SourceImage,
@@ -251,51 +256,47 @@ def start_generation(study: Study, enqueue: Callable[[int], None]) -> Generation
             finished_at=timezone.now(),
         )
         Study.objects.filter(pk=study.pk).update(status=Study.Status.GENERATING)
-        transaction.on_commit(lambda: enqueue(job.pk))
+        jobs.enqueue_on_commit(job, enqueue)  # job.enqueued: False if the broker is down
     return job
 
 
 # --- the pipeline (each step is idempotent) -------------------------------------------
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """Work for one task: one condition over some sources (one source on the CPU queue,
-    a batch of sources on the GPU queue, where the codec encodes them in one pass)."""
+def prepare_generation(job_id: int, gpu_batch: int = 16) -> list[GenerationChunk]:
+    """Cut the reference patches and record the job's chunks still to encode.
 
-    queue: str
-    condition_id: int
-    source_ids: tuple[int, ...]
-
-
-def prepare_generation(job_id: int, gpu_batch: int = 16) -> list[Chunk]:
-    """Cut the reference patches and return the chunks still to encode."""
+    Run again (a re-claimed job), it replaces the job's unfinished chunks by those still
+    missing an Encoding; the messages of the replaced ones then do nothing.
+    """
     job = GenerationJob.objects.select_related("study").get(pk=job_id)
     study = job.study
     sources = list(study.sources.values_list("pk", flat=True))
     for source in study.sources.all():
         _cut_reference_patches(study, source)
-    done = set(
-        Encoding.objects.filter(source__study=study).values_list("source_id", "condition_id")
-    )
     conditions = list(study.conditions.all())
-    # Chunks finished by earlier jobs count as done from the start: a job that only adds
-    # a condition reads "4/6", not "0/6", and one with nothing left is not "Done: 0/4".
-    GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.RUNNING,
-        total=len(sources) * len(conditions),
-        done=sum((s, c.pk) in done for s in sources for c in conditions),
-    )
-    chunks = []
-    for condition in conditions:
-        todo = tuple(s for s in sources if (s, condition.pk) not in done)
-        if twoafc_codecs.get_codec(condition.codec).queue == "gpu":
-            chunks += [
-                Chunk("gpu", condition.pk, todo[i : i + gpu_batch])
-                for i in range(0, len(todo), gpu_batch)
-            ]
-        else:
-            chunks += [Chunk("cpu", condition.pk, (s,)) for s in todo]
+    with transaction.atomic():
+        # Chunks finishing meanwhile update this row: they wait, and are counted below.
+        GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+        job.chunks.filter(finished_at=None).delete()
+        done = set(
+            Encoding.objects.filter(source__study=study).values_list("source_id", "condition_id")
+        )
+        chunks = []
+        for condition in conditions:
+            todo = [s for s in sources if (s, condition.pk) not in done]
+            if twoafc_codecs.get_codec(condition.codec).queue == "gpu":
+                batches = [todo[i : i + gpu_batch] for i in range(0, len(todo), gpu_batch)]
+                chunks += [GenerationChunk(job=job, condition=condition, source_ids=batch,
+                                           queue="gpu") for batch in batches]  # fmt: skip
+            else:
+                chunks += [
+                    GenerationChunk(job=job, condition=condition, source_ids=[s], queue="cpu")
+                    for s in todo
+                ]
+        chunks = GenerationChunk.objects.bulk_create(chunks)
+        total = len(sources) * len(conditions)
+        job.set_progress(total - sum(len(c.source_ids) for c in chunks), total, stage="encoding")
     return chunks
 
 
@@ -463,43 +464,76 @@ def _delete_files(names: list[str]) -> None:
         default_storage.delete(name)
 
 
-def record_progress(job_id: int) -> bool:
-    """Recount finished chunks from the database. Returns True when every chunk is done."""
-    job = GenerationJob.objects.select_related("study").get(pk=job_id)
-    done = Encoding.objects.filter(source__study=job.study, condition__study=job.study).count()
-    # Chunks finish concurrently: never let a slower count overwrite a newer one.
-    GenerationJob.objects.filter(pk=job_id, done__lt=done).update(done=min(done, job.total))
-    return job.total > 0 and done >= job.total
+def start_chunk(chunk_id: int) -> GenerationChunk | None:
+    """Count a task's start on the chunk; None when there is nothing left to do (the chunk is
+    finished, or a re-claimed job replaced it). Fails the job once the chunk has been started
+    more often than the retry limit allows: a chunk that keeps killing its worker."""
+    if not GenerationChunk.objects.filter(pk=chunk_id, finished_at=None).update(
+        attempts=F("attempts") + 1
+    ):
+        return None
+    chunk = GenerationChunk.objects.select_related("job", "condition").filter(pk=chunk_id).first()
+    if chunk is None:  # replaced by a re-claim of its job in the meantime
+        return None
+    if chunk.attempts > max_attempts():
+        chunk.job.fail(
+            f"{chunk.condition} on sources {chunk.source_ids} was started {chunk.attempts} times "
+            "without finishing (its worker died each time?)"
+        )
+        return None
+    return chunk
+
+
+def complete_chunk(chunk_id: int) -> bool:
+    """Count a finished chunk towards its job, once. Returns True when that completes the job.
+
+    A chunk of a job that no longer runs (superseded, failed) has still written its encodings,
+    which every later job uses, but changes nothing of its job.
+    """
+    chunk = GenerationChunk.objects.filter(pk=chunk_id).first()
+    if chunk is None:  # replaced by a re-claim of its job while it ran: the new one counts
+        return False
+    running = GenerationJob.objects.filter(pk=chunk.job_id, status=GenerationJob.Status.RUNNING)
+    with transaction.atomic():
+        # The job row first, as prepare_generation locks it: the two never wait on each other.
+        job = running.select_for_update().first()
+        if job is None or not GenerationChunk.objects.filter(pk=chunk_id, finished_at=None).update(
+            finished_at=timezone.now()
+        ):
+            return False
+        running.update(done=F("done") + len(chunk.source_ids), heartbeat_at=timezone.now())
+        return job.done + len(chunk.source_ids) >= job.total
 
 
 def finish_generation(job_id: int) -> int:
-    """Pair the stimuli of each reference patch into triplets; returns how many exist."""
-    job = GenerationJob.objects.select_related("study").get(pk=job_id)
-    study = job.study
-    stimuli = Stimulus.objects.filter(patch__source__study=study).order_by(
-        "patch_id", "condition_id"
-    )
-    triplets = []
-    for patch_id, group in itertools.groupby(
-        stimuli.values("pk", "patch_id"), key=lambda s: s["patch_id"]
-    ):
-        for first, second in itertools.combinations([s["pk"] for s in group], 2):
-            triplets.append(Triplet(study=study, patch_id=patch_id, p0_id=first, p1_id=second))
-    Triplet.objects.bulk_create(triplets, ignore_conflicts=True, batch_size=1000)
-    GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.DONE, finished_at=timezone.now()
-    )
-    Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
-    return study.triplets.count()
+    """Pair the stimuli of each reference patch into triplets, mark the job done and the study
+    ready; returns how many triplets the study has. Only a running job that is still the
+    study's current one does anything: a superseded job never makes the study ready."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().select_related("study").get(pk=job_id)
+        study = job.study
+        if job.status != GenerationJob.Status.RUNNING or not job.is_current():
+            return study.triplets.count()
+        stimuli = Stimulus.objects.filter(patch__source__study=study).order_by(
+            "patch_id", "condition_id"
+        )
+        triplets = []
+        for patch_id, group in itertools.groupby(
+            stimuli.values("pk", "patch_id"), key=lambda s: s["patch_id"]
+        ):
+            for first, second in itertools.combinations([s["pk"] for s in group], 2):
+                triplets.append(Triplet(study=study, patch_id=patch_id, p0_id=first, p1_id=second))
+        Triplet.objects.bulk_create(triplets, ignore_conflicts=True, batch_size=1000)
+        job.finish(stage="")
+        Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
+        return study.triplets.count()
 
 
-def fail_generation(job_id: int, message: str) -> None:
-    """Mark the job and its study failed; a job deleted meanwhile is left alone."""
-    jobs = GenerationJob.objects.filter(pk=job_id)
-    Study.objects.filter(generation_jobs__in=jobs).update(status=Study.Status.FAILED)
-    jobs.update(
-        status=GenerationJob.Status.FAILED, error=message[:2000], finished_at=timezone.now()
-    )
+def fail_generation(job_id: int, error: BaseException | str) -> bool:
+    """Fail the job (message and traceback); the study too while this job is its current one.
+    A job that no longer runs, or was deleted, is left alone."""
+    job = GenerationJob.objects.filter(pk=job_id).first()
+    return job is not None and job.fail(error)
 
 
 def study_counts(study: Study) -> dict:

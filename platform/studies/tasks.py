@@ -1,71 +1,81 @@
-"""Celery doors into the generation pipeline: load by id, call a service, retry on failure.
+"""Celery doors into the generation pipeline (the ``jobs`` life cycle, fanned out in chunks).
 
-Chunks are idempotent and acknowledged late, so a worker killed mid-chunk
-leaves the chunk on the queue and its re-run writes each stimulus once.
-Traditional codecs run on the ``cpu`` queue, one source per task; learned
-codecs and GPU JPEG run on the ``gpu`` queue, a batch of sources per task.
+``prepare_generation`` claims the job, records its chunks and sends one task per chunk;
+each chunk task beats the job's heartbeat while it encodes, counts itself towards its job
+once, and the last one sends ``finish_generation``. Tasks take ids, are idempotent and
+acknowledged late, so a worker killed mid-chunk leaves the chunk to be delivered again,
+and its re-run writes each stimulus once. Traditional codecs run on the ``cpu`` queue, one
+source per task; learned codecs and GPU JPEG on the ``gpu`` queue, a batch per task.
 """
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
+
+from jobs import policy
+from jobs import services as jobs
+from jobs.tasks import job_task, run_step
 
 from . import services
-
-RETRY = {"autoretry_for": (OSError,), "retry_backoff": True, "max_retries": 3}
-
-
-def _run(task, job_id: int, work) -> bool:
-    """Run a pipeline step; a non-transient error fails the job with its message."""
-    try:
-        work()
-    except Exception as error:
-        if isinstance(error, OSError) and task.request.retries < task.max_retries:
-            raise  # transient: autoretry
-        services.fail_generation(job_id, f"{type(error).__name__}: {error}")
-        return False
-    return True
+from .models import GenerationChunk, GenerationJob
 
 
-@shared_task(bind=True, **RETRY)
-def prepare_generation(self, job_id: int) -> None:
-    chunks = []
-    if not _run(self, job_id, lambda: chunks.extend(services.prepare_generation(job_id))):
-        return
+@job_task(GenerationJob, finishes=False)
+def prepare_generation(job: GenerationJob) -> None:
+    chunks = services.prepare_generation(job.pk)
     if not chunks:
-        finish_generation.delay(job_id)
+        finish_generation.delay(job.pk)
     for chunk in chunks:
-        if chunk.queue == "gpu":
-            encode_batch.delay(job_id, chunk.condition_id, list(chunk.source_ids))
-        else:
-            encode_chunk.delay(job_id, chunk.source_ids[0], chunk.condition_id)
+        (encode_batch if chunk.queue == "gpu" else encode_chunk).delay(chunk.pk)
 
 
-def _after_chunk(job_id: int) -> None:
-    if services.record_progress(job_id):
-        transaction.on_commit(lambda: finish_generation.delay(job_id))
+def _run_chunk(task, chunk_id: int, work) -> None:
+    try:
+        chunk = services.start_chunk(chunk_id)
+    except DatabaseError as error:
+        # Not even counted: deliver the message again later, a few times (then the sweeper
+        # takes the stalled job over and sends its unfinished chunks again).
+        if not policy.is_transient(error) or task.request.retries + 1 >= policy.max_attempts():
+            raise
+        raise task.retry(exc=error, countdown=policy.backoff_s(task.request.retries + 1)) from None
+    if chunk is None:
+        return
+
+    def step() -> None:
+        work(chunk)
+        if services.complete_chunk(chunk.pk):
+            transaction.on_commit(lambda: finish_generation.delay(chunk.job_id))
+
+    what = f"chunk {chunk.pk} ({chunk.condition} × {len(chunk.source_ids)} sources)"
+    run_step(task, chunk.job, step, attempt=chunk.attempts, what=what)
 
 
-@shared_task(bind=True, **RETRY)
-def encode_chunk(self, job_id: int, source_id: int, condition_id: int) -> None:
-    if _run(self, job_id, lambda: services.encode_chunk(job_id, source_id, condition_id)):
-        _after_chunk(job_id)
+@shared_task(bind=True, max_retries=None)
+def encode_chunk(self, chunk_id: int) -> None:
+    def work(chunk: GenerationChunk) -> None:
+        services.encode_chunk(chunk.job_id, chunk.source_ids[0], chunk.condition_id)
+
+    _run_chunk(self, chunk_id, work)
 
 
-@shared_task(bind=True, **RETRY)
-def encode_batch(self, job_id: int, condition_id: int, source_ids: list[int]) -> None:
-    def work():
+@shared_task(bind=True, max_retries=None)
+def encode_batch(self, chunk_id: int) -> None:
+    def work(chunk: GenerationChunk) -> None:
         services.require_gpu_or_fallback(settings.TWOAFC_GPU_FALLBACK_CPU)
-        services.encode_batch(job_id, condition_id, source_ids)
+        services.encode_batch(chunk.job_id, chunk.condition_id, chunk.source_ids)
 
-    if _run(self, job_id, work):
-        _after_chunk(job_id)
-
-
-@shared_task(**RETRY)
-def finish_generation(job_id: int) -> None:
-    services.finish_generation(job_id)
+    _run_chunk(self, chunk_id, work)
 
 
-def enqueue_generation(job_id: int) -> None:
-    prepare_generation.delay(job_id)
+@shared_task(bind=True, max_retries=None)
+def finish_generation(self, job_id: int) -> None:
+    job = GenerationJob.objects.filter(pk=job_id).first()
+    if job is not None:
+        run_step(
+            self, job, lambda: services.finish_generation(job_id),
+            attempt=self.request.retries + 1, what="triplets",
+        )  # fmt: skip
+
+
+def enqueue_generation(job_id: int) -> bool:
+    return jobs.send(GenerationJob, job_id)

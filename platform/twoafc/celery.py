@@ -1,14 +1,12 @@
-"""The Celery application. Workers start with ``celery -A twoafc worker -Q cpu``."""
+"""The Celery application. Workers start with ``celery -A twoafc worker -Q cpu``; one
+``celery -A twoafc beat`` (or one worker started with ``-B``) runs the job sweeper.
+
+Job state and its stale rule live in the ``jobs`` app, not here.
+"""
 
 import os
-from datetime import timedelta
 
 from celery import Celery
-
-# A job row marked running longer ago than this is taken to be orphaned (its worker died)
-# and may be claimed again. Younger, a redelivered task (acks_late: Redis hands a task out
-# again after the visibility timeout) leaves the job to the worker that is running it.
-STALE_JOB = timedelta(hours=2)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "twoafc.settings")
 

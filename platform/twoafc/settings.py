@@ -7,9 +7,11 @@ Redis; with ``AWS_STORAGE_BUCKET_NAME`` media goes to S3 through django-storages
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import envbool, envfloat, envint, envlist, envstr
 
@@ -35,6 +37,7 @@ INSTALLED_APPS = [
     # django-ninja as an app: /api/docs then loads Swagger UI from its bundled static files
     # instead of a CDN, so the docs work offline.
     "ninja",
+    "jobs",  # the job life cycle the other apps build on; it imports none of them
     "twoafc",  # project-wide commands: demo
     "studies",
     "rating",
@@ -196,6 +199,7 @@ CELERY_TASK_ROUTES = {
     "studies.tasks.*": {"queue": "cpu"},
     "analytics.tasks.*": {"queue": "cpu"},
     "datasets.tasks.*": {"queue": "cpu"},
+    "jobs.tasks.*": {"queue": "cpu"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith("redis"):
@@ -207,6 +211,36 @@ if CELERY_BROKER_URL.startswith("redis"):
         "unacked_restore_interval": envint("TWOAFC_UNACKED_RESTORE_INTERVAL", 10),
         "unacked_restore_throttle": 1,
     }
+# Publishing a task when the broker is down: give up after about a second (the job row stays
+# queued and the sweeper sends it later) rather than holding the web request.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}  # fmt: skip
+CELERY_BROKER_CONNECTION_TIMEOUT = 4
+
+# --- Jobs (generation, fits, snapshots): see jobs/models.py ----------------------------
+# A running job whose heartbeat is older than this is orphaned (its worker died) and may be
+# claimed again; a queued job not taken for this long is sent again by the sweeper.
+TWOAFC_JOB_STALE_S = envint("TWOAFC_JOB_STALE_S", 120)
+# How often a running job's heartbeat thread beats: well inside the stale time.
+TWOAFC_JOB_HEARTBEAT_S = envint("TWOAFC_JOB_HEARTBEAT_S", 30)
+if not 0 < TWOAFC_JOB_HEARTBEAT_S < TWOAFC_JOB_STALE_S:
+    raise ImproperlyConfigured(
+        "TWOAFC_JOB_HEARTBEAT_S must be above 0 and below TWOAFC_JOB_STALE_S"
+    )
+# Attempts (claims) before a job is failed: transient errors and dead workers both count.
+TWOAFC_JOB_MAX_ATTEMPTS = envint("TWOAFC_JOB_MAX_ATTEMPTS", 3)
+# Seconds before the first retry after a transient error; doubled for each further one.
+TWOAFC_JOB_RETRY_S = envint("TWOAFC_JOB_RETRY_S", 10)
+# celery beat (``celery -A twoafc beat``, or ``worker -B``) runs the sweeper this often.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-jobs": {
+        "task": "jobs.tasks.sweep",
+        "schedule": timedelta(seconds=envint("TWOAFC_JOB_SWEEP_S", 60)),
+    }
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
 # Learned codecs and GPU JPEG on a worker without CUDA: run on its CPU, or refuse.
 TWOAFC_GPU_FALLBACK_CPU = envbool("TWOAFC_GPU_FALLBACK_CPU", True)
 
@@ -221,11 +255,22 @@ PROLIFIC_COMPLETE_URL = envstr(
     "TWOAFC_PROLIFIC_COMPLETE_URL", "https://app.prolific.com/submissions/complete?cc={code}"
 )
 
+# LOG_LEVEL sets every logger; unset, other libraries log warnings and up while the app's own
+# loggers (``twoafc.*``: one line per job state change in ``twoafc.jobs``) log INFO, so a
+# worker's output says what each job did. Celery replaces the root handler in its workers;
+# ``twoafc`` lines reach whichever handler the root has.
+_log_level = envstr("LOG_LEVEL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "WARNING")},
-    # Refused votes and full studies are answered with a 4xx and a message; not worth a log line.
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d: %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _log_level or "WARNING"},
+    "loggers": {
+        "twoafc": {"level": _log_level or "INFO"},
+        # Refused votes and full studies are answered with a 4xx and a message; not worth a line.
+        "django.request": {"level": "ERROR"},
+    },
 }

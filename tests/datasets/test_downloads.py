@@ -199,7 +199,8 @@ def test_a_build_another_worker_is_running_is_left_to_it(voted_study):
 
     frozen = services.freeze(voted_study, user=None)
     Snapshot.objects.filter(pk=frozen.pk).update(
-        status=Snapshot.Status.RUNNING, started_at=timezone.now()
-    )
+        status=Snapshot.Status.RUNNING, claimed_by="elsewhere:1", started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )  # fmt: skip
     assert services.build_snapshot(frozen.pk).status == Snapshot.Status.RUNNING
     assert not SnapshotFile.objects.filter(snapshot=frozen).exists()

@@ -107,6 +107,8 @@ def test_new_votes_never_change_an_old_snapshot(voted_study):
     )
     # Rebuilding the old snapshot (say after a crash) still takes only its votes: same bytes.
     Snapshot.objects.filter(pk=first.pk).update(status=Snapshot.Status.FAILED)
+    assert services.build_snapshot(first.pk).status == Snapshot.Status.FAILED  # not by itself
+    assert first.requeue()
     rebuilt = services.build_snapshot(first.pk)
     assert rebuilt.content_hash == first.content_hash and rebuilt.vote_counts["counted"] == 30
 
@@ -187,7 +189,7 @@ def test_the_admin_freezes_a_snapshot(
         "done",
     )
     listing = admin_client.get("/admin/datasets/snapshot/").content.decode()
-    assert "Ready (" in listing
+    assert f"Ready · {snapshot.files_count}/{snapshot.files_count}" in listing
     snapshot.delete()
     assert not default_storage.exists(snapshot.storage_prefix + "MANIFEST")
 

@@ -76,7 +76,9 @@ def start_server(data_dir, log_path, **env: str) -> Server:
         try:
             requests.get(url + "/favicon.ico", timeout=10)
             return Server(url, dict(env), process, log)
-        except (requests.ConnectionError, requests.Timeout):  # still booting its workers
+        # Refused until gunicorn listens; a first answer can take seconds on a loaded machine.
+        # Any other way of not answering also ends in stop() below, never a leaked server.
+        except requests.RequestException:
             time.sleep(0.2)
     processes.stop(process)
     raise RuntimeError(f"gunicorn did not answer on {url} within 60 s")

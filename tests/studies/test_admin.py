@@ -346,6 +346,7 @@ def test_generating_a_new_condition_counts_the_chunks_done_before(
     press_generate(admin_client, study, django_capture_on_commit_callbacks)
     Condition.objects.create(study=study, codec="avif", level=40)
     job = GenerationJob.objects.create(study=study)
+    assert job.claim()  # as the worker's task does before it prepares
     services.prepare_generation(job.pk)
     job.refresh_from_db()
     assert (job.done, job.total) == (2, 3)  # the two earlier encodes count from the start

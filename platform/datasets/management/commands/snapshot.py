@@ -24,9 +24,8 @@ class Command(BaseCommand):
         except services.FreezeRefused as refused:
             raise CommandError(str(refused)) from None
         try:
-            snapshot = services.build_snapshot(snapshot.pk)
+            snapshot = services.build_snapshot(snapshot.pk)  # a failure is recorded in its row
         except Exception as error:
-            services.fail_snapshot(snapshot.pk, f"{type(error).__name__}: {error}")
             raise CommandError(f"building {snapshot.name} failed: {error}") from None
         path = snapshot.storage_prefix
         if out:
