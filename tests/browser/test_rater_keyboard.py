@@ -102,34 +102,120 @@ def check_desktop_layout(page, size, shots_dir):
     page.screenshot(path=str(shots / "rater_desktop.png"))
 
 
-def test_double_press_records_one_vote(live_server, ready_study, open_page):
+def test_presses_before_the_images_were_shown_long_enough_are_ignored(
+    live_server, ready_study, open_page, screenshot
+):
+    """Issue #11, item 7: a second press 300 ms after the first answered the next trial, whose
+    images had been on screen for 73 ms. Now a response counts only once the three images have
+    been painted and shown for the study's minimum time (200 ms); earlier presses are ignored,
+    and the page says why."""
     from rating.models import Vote
 
     plain(ready_study)
+    assert ready_study.min_display_ms == 200
     page = open_page(rate_url(live_server, ready_study, "participant=kb-2"))
     agree_and_start(page)
     wait_for_trial(page, 0)
     page.keyboard.press("ArrowLeft")
+    page.wait_for_timeout(300)  # the double press of the issue
     page.keyboard.press("ArrowLeft")
-    wait_for_trial(page, 1)
+    page.wait_for_timeout(100)
     page.wait_for_selector('body[data-pending="0"]')
-
     session = session_of(ready_study)
-    votes = list(Vote.objects.filter(trial__session=session))
-    assert [(vote.trial.index, vote.side) for vote in votes] == [(0, "left")]
-    assert page.get_attribute("#trial", "data-index") == "1"
+    assert votes_per_index(session) == {0: 1}
+    # The next trial is shown, still waits for its answer, and the page says why.
+    page.wait_for_selector('body[data-state="trial"] #trial[data-index="1"]')
+    assert page.get_attribute("body", "data-ignored") == "1"
+    assert page.is_visible("#too-soon")
+    screenshot(page, "too-soon")
+
+    # Keys hammered every 40 ms through the rest of the session: each trial takes one answer,
+    # and only once its images were on screen for 200 ms.
+    for _ in range(400):
+        if page.get_attribute("body", "data-state") == "debrief":
+            break
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(40)
+    wait_state(page, "debrief")
+    page.wait_for_selector('body[data-pending="0"]')
+    assert votes_per_index(session) == {index: 1 for index in range(10)}
+    rts = list(Vote.objects.filter(trial__session=session).values_list("rt_ms", flat=True))
+    assert min(rts) >= 200, sorted(rts)
+    assert int(page.get_attribute("body", "data-ignored")) > 10
 
 
-def test_declining_consent_records_nothing_more(live_server, ready_study, open_page):
-    from rating.models import Vote
+def test_nothing_is_stored_before_consent_and_declining_only_counts(
+    live_server, ready_study, open_page, screenshot
+):
+    """Issue #11, item 6: the page started a session (claiming triplets) before consent."""
+    from rating.models import RaterSession, Trial
+    from studies.models import Study, Triplet
 
-    page = open_page(rate_url(live_server, ready_study, "participant=kb-3"))
+    def nothing_stored():
+        assert not RaterSession.objects.exists() and not Trial.objects.exists()
+        assert sum(Triplet.objects.values_list("assigned", flat=True)) == 0
+
+    page = open_page(rate_url(live_server, ready_study))  # an anonymous link
     wait_state(page, "consent")
+    screenshot(page, "consent")
+    nothing_stored()
     page.click("#consent-decline")
     wait_state(page, "declined")
-    assert not Vote.objects.exists()
     page.keyboard.press("ArrowLeft")  # no trial behind the polite goodbye
     assert page.get_attribute("body", "data-state") == "declined"
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/declines'))"
+    )
+    nothing_stored()
+    assert Study.objects.get(pk=ready_study.pk).declined_count == 1
+    assert not page.evaluate(
+        "Object.keys(localStorage).some((k) => k.startsWith('twoafc:participant'))"
+    )
+
+
+def test_consent_starts_the_session_and_a_return_resumes_it(live_server, ready_study, open_page):
+    from rating.models import RaterSession
+
+    plain(ready_study)
+    url = rate_url(live_server, ready_study, "PROLIFIC_PID=pp-back&STUDY_ID=s&SESSION_ID=x")
+    page = open_page(url)
+    wait_state(page, "consent")
+    page.keyboard.press("Enter")
+    wait_state(page, "instructions")
+    assert RaterSession.objects.count() == 1  # started on "I agree"
+    page.reload()  # consented already: straight to the instructions
+    wait_state(page, "instructions")
+    page.keyboard.press("Enter")
+    for index in range(3):
+        wait_for_trial(page, index)
+        page.keyboard.press("KeyL")
+    wait_for_trial(page, 3)
+    page.wait_for_selector('body[data-pending="0"]')
+    page.close(run_before_unload=True)
+    # The same Prolific id in another browser later: welcome back, at the first unanswered trial.
+    again = open_page(url, width=1024, height=700)
+    wait_state(again, "resume")
+    assert again.inner_text("#resume-done") == "3"
+    again.keyboard.press("Enter")
+    wait_for_trial(again, 3)
+    assert RaterSession.objects.count() == 1
+    assert votes_per_index(session_of(ready_study)) == {0: 1, 1: 1, 2: 1}
+
+
+@pytest.mark.parametrize(("break_every", "promised"), [(40, False), (10, False), (5, True)])
+def test_the_instructions_promise_only_breaks_that_come(
+    live_server, ready_study, open_page, break_every, promised
+):
+    """Issue #11, item 12: "a break every 40" in a session of fewer trials."""
+    plain(ready_study, break_every=break_every)  # 10 real trials
+    page = open_page(rate_url(live_server, ready_study, f"participant=kb-break-{break_every}"))
+    wait_state(page, "consent")
+    page.keyboard.press("Enter")
+    wait_state(page, "instructions")
+    text = page.inner_text("#screen-instructions")
+    assert ("break" in text) == promised, text
+    if promised:
+        assert f"You get a short break after every {break_every}." in text
 
 
 def test_closed_study_shows_the_reason(live_server, open_page):

@@ -13,6 +13,7 @@ from rater_helpers import (
     rate_url,
     session_of,
     votes_per_index,
+    wait_for_trial,
     wait_state,
 )
 
@@ -137,29 +138,30 @@ def test_a_second_tab_is_refused(live_server, ready_study, open_page):
     plain(ready_study)  # duplicate_policy "refuse" is the default
     url = rate_url(live_server, ready_study, "PROLIFIC_PID=pp-2&STUDY_ID=st-1&SESSION_ID=se-2")
     first = open_page(url)
-    wait_state(first, "consent")
+    agree_and_start(first)
+    wait_for_trial(first, 0)
     second = open_page.new_tab(first.context, url)
     wait_state(second, "other-tab")
-    assert "already open in another tab or window" in second.inner_text("#screen-other-tab")
+    assert "open in another tab or window" in second.inner_text("#screen-other-tab")
+    assert second.is_visible("#continue-here")
     second.keyboard.press("ArrowLeft")
 
-    agree_and_start(first)  # the first tab carries on
-    answer(first, range(1))
+    answer(first, range(1))  # the first tab carries on
     first.wait_for_selector('body[data-pending="0"]')
     session = RaterSession.objects.get(study=ready_study)
     assert list(
         Vote.objects.filter(trial__session=session).values_list("trial__index", flat=True)
     ) == [0]
 
-    # Idle for long enough, the session can be taken over by another tab; the first tab's
-    # next vote is refused and it says where to go on.
+    # Idle for long enough, the session passes to a tab that opens it; the first tab, in the
+    # same browser, stops at once and says where to go on.
     RaterSession.objects.filter(pk=session.pk).update(
         last_seen_at=timezone.now() - timedelta(minutes=5)
     )
     third = open_page.new_tab(first.context, url)
     wait_state(third, "resume")
-    answer(first, [1])
     wait_state(first, "other-tab")
+    first.keyboard.press("ArrowLeft")
     third.keyboard.press("Enter")
     answer(third, [1], key="ArrowRight")
     third.wait_for_selector('body[data-pending="0"]')
