@@ -88,6 +88,7 @@
   const REQUEST_TIMEOUT_MS = 20000;
   const CONFIRM_RETRIES = 3; // failed retries while finishing before the code (or a notice) shows
   const REDIRECT_MS = 1500;  // the code stays on screen this long before Prolific / MTurk
+  const SCREENED_OUT_REDIRECT_MS = 5000; // longer: there is more to read
   const NARROW = "(max-width: 640px)"; // the stacked layout; same query as rater.css
   const KEYS = {
     ArrowLeft: "left", KeyA: "left", a: "left", A: "left",
@@ -592,6 +593,7 @@
     delete stage.dataset.index;
     delete stage.dataset.phase;
     delete stage.dataset.ready;
+    updateProgress(trial);
     fit();
     const urls = [trial.left, trial.reference, trial.right];
     urls.forEach(preload); // this trial's images first
@@ -609,7 +611,6 @@
 
     const slots = stage.querySelectorAll(".patch");
     images.forEach((img, i) => slots[i].replaceChildren(img));
-    updateProgress(trial);
     stage.dataset.index = String(trial.index);
     stage.dataset.practice = trial.practice ? "true" : "false";
     stage.style.visibility = "";
@@ -912,7 +913,7 @@
       $("code-hint").hidden = true;
       $("redirect-link").href = data.redirect_url;
       $("redirect-notice").hidden = false;
-      setTimeout(() => location.assign(data.redirect_url), REDIRECT_MS);
+      setTimeout(() => location.assign(data.redirect_url), screenedOut ? SCREENED_OUT_REDIRECT_MS : REDIRECT_MS);
     } else if (data.mturk && safeUrl(data.mturk.submit_url)) {
       const form = $("mturk-form");
       form.action = data.mturk.submit_url;
@@ -920,7 +921,7 @@
       $("mturk-code").value = data.completion_code || "";
       $("code-hint").hidden = true;
       form.hidden = false;
-      setTimeout(() => form.submit(), REDIRECT_MS);
+      setTimeout(() => form.submit(), screenedOut ? SCREENED_OUT_REDIRECT_MS : REDIRECT_MS);
     }
   }
 

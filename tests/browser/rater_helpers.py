@@ -13,13 +13,26 @@ def rate_url(live_server, study, query=""):
     return f"{live_server.url}/rate/{study.slug}/" + (f"?{query}" if query else "")
 
 
+# Checked on every animation frame: wait_for_selector polls ever more slowly (up to every
+# 500 ms), which would make a session of quick answers several times slower.
 def wait_state(page, state, timeout=15_000):
-    page.wait_for_selector(f'body[data-state="{state}"]', timeout=timeout)
+    page.wait_for_function(
+        "(state) => document.body.dataset.state === state", arg=state, polling="raf",
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def wait_for_trial(page, index):
     """Until trial ``index`` is on screen and takes answers (shown for the minimum time)."""
-    page.wait_for_selector(f'body[data-state="trial"] #trial[data-index="{index}"][data-ready]')
+    page.wait_for_function(
+        """(index) => {
+            const trial = document.getElementById("trial");
+            return document.body.dataset.state === "trial" && trial.dataset.ready === "true"
+                && trial.dataset.index === String(index);
+        }""",
+        arg=index,
+        polling="raf",
+    )
 
 
 def agree_and_start(page):
@@ -59,10 +72,14 @@ def votes_per_index(session):
 
 
 def plain(study, **fields):
-    """No practice trials and no breaks (unless given): trial i is the i-th real trial."""
+    """No practice trials and no breaks (unless given): trial i is the i-th real trial.
+
+    Answers count after 50 ms on screen rather than the default 200 ms, to keep journeys
+    quick; the tests of the minimum display time ask for the default."""
     from studies.models import Study
 
-    Study.objects.filter(pk=study.pk).update(**{"practice_trials": 0, "break_every": 0, **fields})
+    defaults = {"practice_trials": 0, "break_every": 0, "min_display_ms": 50}
+    Study.objects.filter(pk=study.pk).update(**{**defaults, **fields})
     study.refresh_from_db()
     return study
 
@@ -121,6 +138,7 @@ def check_trial_images(page, session, index, alternatives=None):
 
     ``alternatives`` maps a slot to other files it may show at the moment (flicker)."""
     import io
+    import math
 
     import numpy as np
     from PIL import Image
@@ -138,16 +156,21 @@ def check_trial_images(page, session, index, alternatives=None):
         assert 0 <= image["x"] and image["x"] + image["width"] <= width, (slot, image)
         assert 0 <= image["y"] and image["y"] + image["height"] <= height, (slot, image)
     dpr = page.evaluate("window.devicePixelRatio")
-    # One screenshot of the window in device pixels; each image is cut out where it is drawn.
-    window = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+    # One screenshot of the three images in device pixels; each is cut out where it is drawn.
+    x0 = math.floor(min(image["x"] for image in shown["images"]))
+    y0 = math.floor(min(image["y"] for image in shown["images"]))
+    x1 = math.ceil(max(image["x"] + image["width"] for image in shown["images"]))
+    y1 = math.ceil(max(image["y"] + image["height"] for image in shown["images"]))
+    clip = {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
+    drawing = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"))
     for slot, image in enumerate(shown["images"]):
         candidates = {expected[slot], *(alternatives or {}).get(slot, ())}
         files = {url: served_pixels(url) for url in candidates}
         size = next(iter(files.values())).shape[0]
         zoom = round(image["width"] * dpr / size)
         assert zoom >= 1 and abs(image["width"] * dpr - zoom * size) < 0.01, (image, dpr)
-        left, top = round(image["x"] * dpr), round(image["y"] * dpr)
-        drawn = window[top : top + zoom * size, left : left + zoom * size]
+        left, top = round((image["x"] - x0) * dpr), round((image["y"] - y0) * dpr)
+        drawn = drawing[top : top + zoom * size, left : left + zoom * size]
         # The centre device pixel of each image pixel's zoom × zoom block.
         scaled_back = drawn[zoom // 2 :: zoom, zoom // 2 :: zoom]
         assert any(np.array_equal(scaled_back, pixels) for pixels in files.values()), (

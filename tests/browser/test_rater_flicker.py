@@ -3,10 +3,11 @@
 import pytest
 from rater_helpers import (
     agree_and_start,
-    answer,
+    check_trial_images,
     plain,
     rate_url,
     session_of,
+    trial_files,
     wait_for_trial,
     wait_state,
 )
@@ -64,8 +65,16 @@ def test_flicker_alternates_both_sides_with_the_reference(live_server, ready_stu
     assert 6 <= len(phases) - 1 <= 10, len(phases)
     assert image_requests == []  # switching never fetches: the images stay decoded
 
-    page.keyboard.press("ArrowLeft")
-    answer(page, range(1, 10), key="ArrowRight")
+    # Every trial: three decoded, visible images, each side showing its own image or the
+    # reference (whichever phase the screenshot catches), pixel for pixel.
+    session = session_of(ready_study)
+    for index in range(10):
+        wait_for_trial(page, index)
+        reference_url = trial_files(session, index)[1]
+        check_trial_images(
+            page, session, index, alternatives={0: [reference_url], 2: [reference_url]}
+        )
+        page.keyboard.press("ArrowLeft" if index % 2 else "ArrowRight")
     wait_state(page, "debrief")
     page.keyboard.press("Enter")
     wait_state(page, "done")

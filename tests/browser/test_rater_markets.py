@@ -169,3 +169,46 @@ def test_a_second_tab_is_refused(live_server, ready_study, open_page):
     assert list(votes.values_list("trial__index", "side")) == [(0, "left"), (1, "right")]
     assert RaterSession.objects.count() == 1
     open_page.expect("409")  # the refused second start and the first tab's refused vote
+
+
+def test_a_screened_out_rater_is_told_plainly(live_server, ready_study, open_page, screenshot):
+    """Issue #11, item 8: a rater screened out for failing the sentinels was thanked with "All
+    your answers were received". Every sentinel (8 of them) is answered wrongly here, so any
+    sensible screen-out rule applies."""
+    from rating.models import RaterSession, Trial
+    from studies.models import Study
+
+    plain(ready_study, trials_per_session=16, sentinel_rate=0.5)  # 16 regular, 8 sentinels
+    query = "PROLIFIC_PID=pp-careless&STUDY_ID=st-1&SESSION_ID=se-3"
+    page = open_page(rate_url(live_server, ready_study, query))
+    agree_and_start(page)
+    wait_state(page, "trial")
+    session = session_of(ready_study)
+    trials = list(session.trials.order_by("index").values_list("kind", "sentinel_side"))
+    assert sum(kind == Trial.Kind.SENTINEL for kind, _ in trials) >= 8
+    wrong = {"left": "ArrowRight", "right": "ArrowLeft"}
+    for index, (_, sentinel_side) in enumerate(trials):
+        wait_for_trial(page, index)
+        page.keyboard.press(wrong[sentinel_side] if sentinel_side else "ArrowLeft")
+    wait_state(page, "debrief")
+
+    code = Study.objects.get(pk=ready_study.pk).screened_out_code
+    page.keyboard.press("Enter")
+    wait_state(page, "screened-out")
+    screenshot(page, "screened-out")
+    text = page.inner_text("#screen-done")
+    assert "All your answers were received" not in text
+    assert "screened out" in text and "Prolific expects the screened-out code" in text
+    assert page.inner_text("#completion-code").strip() == code
+    # The page goes on to Prolific with that code (after a few seconds to read; the redirect
+    # itself is the one test_the_prolific_redirect_waits_for_confirmation follows).
+    redirect = f"https://app.prolific.com/submissions/complete?cc={code}"
+    assert page.get_attribute("#redirect-link", "href") == redirect
+    assert RaterSession.objects.get().screened_out
+
+    # Back at the study link later: told again, with the screened-out code.
+    again = open_page.new_tab(page.context, rate_url(live_server, ready_study, query))
+    wait_state(again, "completed")
+    assert "screened out" in again.inner_text("#screen-completed")
+    assert again.inner_text("#completed-code-value").strip() == code
+    open_page.expect("409")  # the refused return
