@@ -115,6 +115,7 @@
     accepting: false,  // true from that frame until the answer
     answeredAt: 0,
     ignored: 0,        // presses ignored as too early (a test hook)
+    tooSoonTimer: null, // hides the "too quick" note again
     timers: {},        // named timeouts of the trial on screen
     flicker: null,     // { raf } while a flicker trial is on screen
     queue: [],         // votes not yet acknowledged, oldest first (a copy of the shared queue)
