@@ -21,7 +21,7 @@ KEYS = ["ArrowLeft", "ArrowRight", "KeyA", "KeyL", "ArrowRight", "ArrowLeft"]
 SIDE = {"ArrowLeft": "left", "KeyA": "left", "ArrowRight": "right", "KeyL": "right"}
 
 
-def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path):
+def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path, screenshot):
     """consent → instructions → 2 practice → practice done → 5 trials → break → 5 trials → debrief → code."""
     from rating.models import Trial, Vote
     from studies.models import Study
@@ -32,7 +32,12 @@ def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path)
     # The instructions show a real triplet: reference, the better and the worse version.
     example = page.eval_on_selector_all("#example img", "els => els.map((e) => e.naturalWidth)")
     assert example == [ready_study.patch_size] * 3
-    agree_and_start(page)
+    screenshot(page, "consent")
+    page.keyboard.press("Enter")
+    wait_state(page, "instructions")
+    screenshot(page, "instructions", full_page=False)  # as seen: Start stays in view
+    assert page.evaluate("document.activeElement.id") == "start"
+    page.keyboard.press("Enter")
 
     keys = iter(KEYS * 2)
     pressed = {}
@@ -52,6 +57,7 @@ def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path)
             wait_state(page, "break")
             assert page.inner_text("#break-done") == "5"
             assert page.inner_text("#break-total") == "10"
+            screenshot(page, "break")
             page.keyboard.press("Enter")
         wait_for_trial(page, index)
         assert not page.is_visible("#practice-badge")
@@ -59,6 +65,7 @@ def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path)
         assert page.inner_text("#progress-text") == f"Trial {index - 1} of 10"
         if index == 2:
             check_desktop_layout(page, ready_study.patch_size, tmp_path)
+            screenshot(page, "trial")
         pressed[index] = next(keys)
         page.keyboard.press(pressed[index])
 
@@ -66,6 +73,7 @@ def test_full_session_by_keyboard(live_server, ready_study, open_page, tmp_path)
     assert page.evaluate("document.activeElement.id") == "submit"
     page.keyboard.press("Enter")
     wait_state(page, "done")
+    screenshot(page, "done")
     code = page.inner_text("#completion-code").strip()
 
     session = session_of(ready_study)

@@ -72,6 +72,7 @@ def test_a_session_on_a_phone_by_tap(live_server, ready_study, open_page, screen
     wait_state(page, "debrief")
     page.tap("#submit")
     wait_state(page, "done")
+    screenshot(page, "done", full_page=False)
     assert page.inner_text("#completion-code").strip()
 
     assert session_of(ready_study).is_finished
