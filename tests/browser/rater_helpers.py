@@ -176,3 +176,30 @@ def check_trial_images(page, session, index, alternatives=None):
         assert any(np.array_equal(scaled_back, pixels) for pixels in files.values()), (
             f"slot {slot} of trial {index} does not show {candidates} pixel for pixel"
         )
+
+
+def wait_for_loaded(page, session, indexes):
+    """Until the browser has received every image of these trials (its resource timings say
+    so): what was loaded ahead before a connection drops."""
+    urls = sorted({url for index in indexes for url in trial_files(session, index)})
+    page.wait_for_function(
+        """(urls) => {
+            const done = new Set(performance.getEntriesByType("resource")
+                .filter((entry) => entry.responseEnd > 0)
+                .map((entry) => new URL(entry.name).pathname));
+            return urls.every((url) => done.has(url));
+        }""",
+        arg=urls,
+    )
+
+
+def wait_released(seconds=5):
+    """Until the (only) session is held by no tab: a closed tab's beacon has arrived."""
+    import time
+
+    from rating.models import RaterSession
+
+    deadline = time.monotonic() + seconds
+    while RaterSession.objects.get().active_tab and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert RaterSession.objects.get().active_tab == ""

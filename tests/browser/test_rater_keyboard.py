@@ -11,6 +11,7 @@ from rater_helpers import (
     session_of,
     votes_per_index,
     wait_for_trial,
+    wait_released,
     wait_state,
 )
 
@@ -125,9 +126,15 @@ def test_presses_before_the_images_were_shown_long_enough_are_ignored(
     page = open_page(rate_url(live_server, ready_study, "participant=kb-2"))
     agree_and_start(page)
     wait_for_trial(page, 0)
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_timeout(300)  # the double press of the issue
-    page.keyboard.press("ArrowLeft")
+    # The double press of the issue, 300 ms apart by the page's own clock.
+    page.evaluate(
+        """() => new Promise((resolve) => {
+            const press = () => document.dispatchEvent(new KeyboardEvent(
+                "keydown", {key: "ArrowLeft", code: "ArrowLeft", bubbles: true}));
+            press();
+            setTimeout(() => { press(); resolve(); }, 300);
+        })"""
+    )
     page.wait_for_timeout(100)
     page.wait_for_selector('body[data-pending="0"]')
     session = session_of(ready_study)
@@ -201,6 +208,7 @@ def test_consent_starts_the_session_and_a_return_resumes_it(live_server, ready_s
     wait_for_trial(page, 3)
     page.wait_for_selector('body[data-pending="0"]')
     page.close(run_before_unload=True)
+    wait_released()  # the closed tab let go of the session
     # The same Prolific id in another browser later: welcome back, at the first unanswered trial.
     again = open_page(url, width=1024, height=700)
     wait_state(again, "resume")

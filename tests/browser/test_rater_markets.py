@@ -180,6 +180,7 @@ def test_a_screened_out_rater_is_told_plainly(live_server, ready_study, open_pag
 
     plain(ready_study, trials_per_session=16, sentinel_rate=0.5)  # 16 regular, 8 sentinels
     query = "PROLIFIC_PID=pp-careless&STUDY_ID=st-1&SESSION_ID=se-3"
+    open_page.expect("409")  # the refused return
     page = open_page(rate_url(live_server, ready_study, query))
     agree_and_start(page)
     wait_state(page, "trial")
@@ -211,4 +212,3 @@ def test_a_screened_out_rater_is_told_plainly(live_server, ready_study, open_pag
     wait_state(again, "completed")
     assert "screened out" in again.inner_text("#screen-completed")
     assert again.inner_text("#completed-code-value").strip() == code
-    open_page.expect("409")  # the refused return

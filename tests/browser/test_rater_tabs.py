@@ -1,7 +1,5 @@
 """One session, several tabs: a closed tab lets go at once; "Continue here" takes a session over."""
 
-import time
-
 import pytest
 from rater_helpers import (
     agree_and_start,
@@ -11,6 +9,7 @@ from rater_helpers import (
     session_of,
     votes_per_index,
     wait_for_trial,
+    wait_released,
     wait_state,
 )
 
@@ -34,10 +33,7 @@ def test_a_closed_tab_lets_go_of_the_session_at_once(live_server, ready_study, o
     assert RaterSession.objects.get().active_tab
     page.close()  # the tab is closed: a beacon gives the session back on pagehide
 
-    deadline = time.monotonic() + 3  # within seconds
-    while RaterSession.objects.get().active_tab and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert RaterSession.objects.get().active_tab == ""
+    wait_released(seconds=5)  # within seconds, not 90
 
     reopened = open_page.new_tab(context, url)
     wait_state(reopened, "resume")  # not "Already open"
@@ -58,6 +54,7 @@ def test_continue_here_takes_the_session_over(live_server, ready_study, open_pag
     plain(ready_study, trials_per_session=8)
     url = rate_url(live_server, ready_study, PROLIFIC)
     first = open_page(url)
+    open_page.expect("ERR_FAILED", "409")  # the dropped sends; the refused start and vote
     context = first.context
     agree_and_start(first)
     answer(first, range(2))
@@ -102,4 +99,3 @@ def test_continue_here_takes_the_session_over(live_server, ready_study, open_pag
     assert votes_per_index(session) == {index: 1 for index in range(8)}
     sides = Vote.objects.filter(trial__session=session).order_by("trial__index")
     assert "".join(side[0] for side in sides.values_list("side", flat=True)) == "llrrllrr"
-    open_page.expect("ERR_FAILED", "409")  # the dropped sends; the refused start and vote
