@@ -353,7 +353,7 @@ async def rater(http, base: str, n: int, args, gate: Gate, stats: Stats) -> None
             status, body, elapsed = await gate.post(
                 http,
                 f"{base}/api/studies/{STUDY_SLUG}/sessions",
-                {"participant_id": participant, "tab_id": str(n)},
+                {"participant_id": participant, "tab_id": str(n), "consent": True},
             )
         except Exception as error:  # noqa: BLE001 - every failure is counted
             stats.error(f"start:{type(error).__name__}", str(error))
@@ -547,7 +547,7 @@ def profile_vote_path(args) -> dict:
             started = time.perf_counter()
             response = client.post(
                 f"/api/studies/{STUDY_SLUG}/sessions",
-                {"participant_id": f"profile-{n}", "tab_id": "p"},
+                {"participant_id": f"profile-{n}", "tab_id": "p", "consent": True},
                 content_type="application/json",
             )
             start_s.append(time.perf_counter() - started)

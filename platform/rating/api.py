@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -33,6 +33,13 @@ class SessionIn(Schema):
     screen_w: int | None = None
     screen_h: int | None = None
     dpr: float | None = None
+    # The rater agreed to take part. Without it a start only resumes an existing session:
+    # nothing is claimed or stored for someone who has not consented.
+    consent: bool = False
+
+
+class TabIn(Schema):
+    tab_id: str = ""
 
 
 class TrialOut(Schema):
@@ -49,6 +56,8 @@ class DisplayOut(Schema):
     mode: str
     flicker_hz: float
     zoom: int
+    # A response counts only once the three images have been shown this long.
+    min_display_ms: int
 
 
 class SessionOut(Schema):
@@ -197,7 +206,12 @@ def _session_out(session: RaterSession) -> dict:
     return {
         "session": session.token,
         "study": study.slug,
-        "display": {"mode": study.display_mode, "flicker_hz": study.flicker_hz, "zoom": study.zoom},
+        "display": {
+            "mode": study.display_mode,
+            "flicker_hz": study.flicker_hz,
+            "zoom": study.zoom,
+            "min_display_ms": study.min_display_ms,
+        },
         "break_every": study.break_every,
         "trials": rows,
         "answered": sum(row["answered"] for row in rows),
@@ -206,11 +220,8 @@ def _session_out(session: RaterSession) -> dict:
     }
 
 
-@router.post("/studies/{slug}/sessions", response={201: SessionOut, **ERRORS})
-def start_session(request, slug: str, payload: SessionIn):
-    """Start a rater session, or resume the participant's session if they already have one."""
-    study = get_object_or_404(Study, slug=slug)
-    arrival = services.Arrival(
+def _arrival(request, payload: SessionIn) -> services.Arrival:
+    return services.Arrival(
         participant_id=payload.participant_id,
         market=payload.market,
         tab_id=payload.tab_id,
@@ -219,7 +230,66 @@ def start_session(request, slug: str, payload: SessionIn):
         screen_h=payload.screen_h,
         dpr=payload.dpr,
     )
-    return JsonResponse(_session_out(services.start_session(study, arrival)), status=201)
+
+
+@router.post("/studies/{slug}/sessions", response={201: SessionOut, **ERRORS})
+def start_session(request, slug: str, payload: SessionIn):
+    """Start a rater session once the rater has consented (``"consent": true``), or resume
+    the participant's session if they already have one.
+
+    Without consent and without a session: 403 ``no-consent``, and nothing is stored."""
+    study = get_object_or_404(Study, slug=slug)
+    arrival = _arrival(request, payload)
+    if payload.consent:
+        session = services.start_session(study, arrival)
+    else:
+        session = services.find_session(study, arrival)
+        if session is None:
+            raise services.RatingError(
+                "consent: a session starts only once the rater agrees to take part.",
+                403,
+                "no-consent",
+            )
+    return JsonResponse(_session_out(session), status=201)
+
+
+@router.post("/studies/{slug}/sessions/resume", response={200: SessionOut, 204: None, **ERRORS})
+def resume_session(request, slug: str, payload: SessionIn):
+    """The participant's session if they have one (a reload, a return), taken by this tab;
+    204 and nothing stored if they have none. The rater page asks this before consent.
+
+    Refused like a start: 409 not open, other tab (``other-tab``) or completed, 410 full."""
+    study = get_object_or_404(Study, slug=slug)
+    session = services.find_session(study, _arrival(request, payload))
+    if session is None:
+        return HttpResponse(status=204)
+    return JsonResponse(_session_out(session))
+
+
+@router.post("/studies/{slug}/sessions/takeover", response={200: SessionOut, **ERRORS})
+def take_over_session(request, slug: str, payload: SessionIn):
+    """The "continue here" button: the participant's session moves to this tab (``tab_id`` required).
+
+    The tab that held it gets 409 ``other-tab`` on its next vote. 404 ``no-session``
+    when the participant has no session (start one instead), 409 ``completed``."""
+    study = get_object_or_404(Study, slug=slug)
+    return JsonResponse(_session_out(services.take_over_session(study, _arrival(request, payload))))
+
+
+@router.post("/sessions/{token}/release", response={204: None, **ERRORS})
+def release_tab(request, token: uuid.UUID, payload: TabIn):
+    """The tab is closing (a beacon on pagehide): it gives up its hold on the session, so
+    the rater can open the study again at once. Only the holding tab's release counts."""
+    services.release_tab(token, payload.tab_id)
+    return HttpResponse(status=204)
+
+
+@router.post("/studies/{slug}/declines", response={204: None, **ERRORS})
+def decline(request, slug: str):
+    """Someone declined on the consent screen: one is added to the study's count, and
+    nothing else is stored."""
+    services.record_decline(get_object_or_404(Study, slug=slug))
+    return HttpResponse(status=204)
 
 
 @router.get("/sessions/{token}", response={200: SessionOut, **ERRORS})

@@ -3,6 +3,14 @@
 What a session is shown is decided by the assignment engine in ``rating.assignment``.
 Votes are idempotent on the client's id, so a retried POST never makes a
 second vote, and a vote that arrives after its lease ran out is kept, marked late.
+
+Tabs. A session is held by one browser tab at a time (``active_tab``), so that two
+tabs cannot answer the same trials. A tab takes the session when it starts or resumes
+it while no other tab holds it, or on purpose (``take_over_session``: "continue
+here"); it gives it back when it closes (``release_tab``, a beacon on pagehide).
+A hold lapses when the session has not been heard from for ACTIVE_TAB_WINDOW (a
+tab that crashed sends no beacon). An empty tab id never holds a session and is
+never the holder: it is just another tab.
 """
 
 import functools
@@ -15,7 +23,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from studies.models import Study
@@ -82,17 +90,55 @@ def rater_hash(study: Study, participant_id: str) -> str:
 # --- sessions ------------------------------------------------------------------------
 
 
-def start_session(study: Study, arrival: Arrival) -> RaterSession:
-    """Open a session with its trials, or resume the participant's session."""
+def _check_open(study: Study) -> None:
     if study.status not in (Study.Status.READY, Study.Status.COMPLETE):
         raise RatingError("This study is not open for rating.", 409, "not-open")
+
+
+def _full() -> RatingError:
+    return RatingError("This study has all the responses it needs. Thank you!", 410, "full")
+
+
+def _existing_session(study: Study, arrival: Arrival) -> RaterSession | None:
+    crowd_id = arrival.crowd_id
+    if not crowd_id:
+        return None
+    session = RaterSession.objects.filter(
+        study=study, rater_hash=rater_hash(study, crowd_id)
+    ).first()
+    if session is not None:
+        session.study = study
+    return session
+
+
+def find_session(study: Study, arrival: Arrival) -> RaterSession | None:
+    """The participant's session, resumed in this tab, or None when they have none.
+
+    Writes nothing for a participant without a session: the rater page asks this
+    before consent, and nothing may be claimed or stored before it. Refuses as
+    ``start_session`` would (not open, full, completed, held by another tab).
+    """
+    _check_open(study)
+    session = _existing_session(study, arrival)
+    if session is not None:
+        return resume_session(session, arrival)
+    if study.status == Study.Status.COMPLETE:
+        raise _full()
+    return None
+
+
+def start_session(study: Study, arrival: Arrival) -> RaterSession:
+    """Open a session with its trials, or resume the participant's session.
+
+    The caller has the rater's consent (the API asks for it): this claims triplets."""
+    _check_open(study)
     crowd_id = arrival.crowd_id
     hashed = rater_hash(study, crowd_id or f"anonymous:{uuid.uuid4()}")
     if study.status == Study.Status.COMPLETE:
         existing = RaterSession.objects.filter(study=study, rater_hash=hashed).first()
         if existing:
             return resume_session(existing, arrival)
-        raise RatingError("This study has all the responses it needs. Thank you!", 410, "full")
+        raise _full()
     sweep_expired_trials(study)
     try:
         with transaction.atomic():
@@ -104,9 +150,7 @@ def start_session(study: Study, arrival: Arrival) -> RaterSession:
             )
             regular = claim_triplets(study, study.trials_per_session, exclude=())
             if not regular:
-                raise RatingError(
-                    "This study has all the responses it needs. Thank you!", 410, "full"
-                )
+                raise _full()
             # Kept on the instance: the answer to the start lists them without reading back.
             session.laid_out = lay_out_trials(session, regular)
     except IntegrityError:
@@ -142,20 +186,23 @@ def _checked_turk_submit_to(url: str) -> str:
     return origin
 
 
-def resume_session(session: RaterSession, arrival: Arrival) -> RaterSession:
-    """The same participant again: refuse or join, per the study's duplicate policy."""
+def resume_session(
+    session: RaterSession, arrival: Arrival, take_over: bool = False
+) -> RaterSession:
+    """The same participant again: refuse or join, per the study's duplicate policy.
+
+    The arriving tab becomes the session's tab. Under the "refuse" policy a session
+    another tab holds is refused (reason ``other-tab``) unless ``take_over``: the
+    rater chose "continue here", and the other tab's next vote is refused instead.
+    """
     study = session.study
     refuse = study.duplicate_policy == Study.DuplicatePolicy.REFUSE
     if session.is_finished and refuse:
         raise RatingError("You have already completed this study.", 409, "completed")
-    if refuse and _held_by_other_tab(session, arrival.tab_id):
-        raise RatingError(
-            "This study is already open in another tab or window. Close this one and continue there.",
-            409,
-            "other-tab",
-        )
+    if refuse and not take_over and _held_by_other_tab(session, arrival.tab_id):
+        raise RatingError("This study is already open in another tab or window.", 409, "other-tab")
     RaterSession.objects.filter(pk=session.pk).update(
-        active_tab=arrival.tab_id[:64] or session.active_tab, last_seen_at=timezone.now()
+        active_tab=arrival.tab_id[:64], last_seen_at=timezone.now()
     )
     if not session.is_finished:
         renew_released_trials(session)
@@ -163,9 +210,46 @@ def resume_session(session: RaterSession, arrival: Arrival) -> RaterSession:
     return session
 
 
+def take_over_session(study: Study, arrival: Arrival) -> RaterSession:
+    """The "continue here" button: the participant's session moves to this tab, whoever holds it.
+
+    Needs a tab id (an empty one could never hold the session). The tab that held it
+    learns at its next vote (409 ``other-tab``); the rater page also tells the other
+    tabs of the same browser at once."""
+    _check_open(study)
+    if not arrival.tab_id:
+        raise RatingError("tab_id: a tab id is needed to take a session over.", 422, "invalid")
+    session = _existing_session(study, arrival)
+    if session is None:
+        raise RatingError("There is no session to continue.", 404, "no-session")
+    return resume_session(session, arrival, take_over=True)
+
+
+def release_tab(token: uuid.UUID, tab_id: str) -> bool:
+    """The tab is closing: it no longer holds its session, so another can start at once.
+
+    Only the holding tab can release (anything else changes nothing). Returns whether
+    the hold was released; raises 404 for an unknown session."""
+    if tab_id and RaterSession.objects.filter(token=token, active_tab=tab_id[:64]).update(
+        active_tab=""
+    ):
+        return True
+    if not RaterSession.objects.filter(token=token).exists():
+        raise RatingError("No such session.", 404, "no-session")
+    return False
+
+
+def record_decline(study: Study) -> None:
+    """Someone saw the consent screen and declined: counted, and nothing else is stored."""
+    Study.objects.filter(pk=study.pk).update(declined_count=F("declined_count") + 1)
+
+
 def _held_by_other_tab(session: RaterSession, tab_id: str) -> bool:
+    """Whether a tab other than ``tab_id`` holds the session (heard from recently).
+
+    An empty ``tab_id`` is never the holder: it is just another tab."""
     recent = timezone.now() - session.last_seen_at < ACTIVE_TAB_WINDOW
-    return bool(session.active_tab) and bool(tab_id) and tab_id != session.active_tab and recent
+    return bool(session.active_tab) and tab_id[:64] != session.active_tab and recent
 
 
 # --- votes ---------------------------------------------------------------------------
@@ -195,11 +279,12 @@ def _insert_vote_fast(
     """The common case in one statement: INSERT … SELECT from the trial, its session and study.
 
     The SELECT carries every check of the slow path (the trial exists at that index
-    with that triplet, the session is open, no other tab holds it), and ON CONFLICT
-    DO NOTHING leaves replays and second answers to the slow path. Returns None
-    whenever the fast path stored nothing; ``record_vote`` then finds out why.
-    RETURNING also says whether the session's heartbeat is due (``_touch_session``),
-    so a vote needs a second statement only every HEARTBEAT or when the tab changed.
+    with that triplet, the session is open, no other tab holds it: ``_held_by_other_tab``,
+    where an empty tab id is never the holder), and ON CONFLICT DO NOTHING leaves
+    replays and second answers to the slow path. Returns None whenever the fast path
+    stored nothing; ``record_vote`` then finds out why. RETURNING also says whether
+    the session's heartbeat is due (``_touch_session``), so a vote needs a second
+    statement only every HEARTBEAT or when it moves a lapsed hold to its own tab.
     The ORM path costs several times the database work here, and voting is the
     platform's hottest request.
     """
@@ -212,8 +297,8 @@ def _insert_vote_fast(
     tab = tab_id[:64]
     params = [
         as_uuid(client_id), side, side == "left", max(0.0, float(rt_ms)), display_mode[:16],
-        display_mode[:16], as_time(now), token_value, index, triplet_id, JOIN_TABS, tab, tab,
-        as_time(now - ACTIVE_TAB_WINDOW), as_time(now - HEARTBEAT), tab, tab, token_value,
+        display_mode[:16], as_time(now), token_value, index, triplet_id, JOIN_TABS, tab,
+        as_time(now - ACTIVE_TAB_WINDOW), as_time(now - HEARTBEAT), tab, token_value,
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(_fast_vote_sql(), params)
@@ -240,11 +325,11 @@ def _fast_vote_sql() -> str:
         JOIN {study} st ON st.id = s.study_id
         WHERE s.token = %s AND t.{quote("index")} = %s AND t.triplet_id = %s
           AND s.finished_at IS NULL
-          AND (st.duplicate_policy = %s OR s.active_tab = '' OR %s = ''
-               OR s.active_tab = %s OR s.last_seen_at < %s)
+          AND (st.duplicate_policy = %s OR s.active_tab = '' OR s.active_tab = %s
+               OR s.last_seen_at < %s)
         ON CONFLICT DO NOTHING
         RETURNING id, late,
-            (SELECT s.last_seen_at < %s OR (%s <> '' AND s.active_tab <> %s)
+            (SELECT s.last_seen_at < %s OR (s.active_tab <> '' AND s.active_tab <> %s)
              FROM {session} s WHERE s.token = %s)
     """  # noqa: S608 (table names come from the models, values are parameters)
 
@@ -252,8 +337,10 @@ def _fast_vote_sql() -> str:
 def _touch_session(token: uuid.UUID, tab_id: str, now: datetime) -> None:
     """Heartbeat: note the session (and which tab) is alive.
 
-    The UPDATE touches the row only when it is stale (older than HEARTBEAT) or
-    another tab took over.
+    The UPDATE touches the row only when it is stale (older than HEARTBEAT) or held
+    by another tab, whose hold had lapsed (or the study joins tabs) since the vote
+    was taken: the hold moves to the voting tab. A released session (no tab) stays
+    released, so a vote a closing tab sent after its release does not lock others out.
     """
     when = RaterSession._meta.get_field("last_seen_at")
     token_value = RaterSession._meta.get_field("token").get_db_prep_value(token, connection)
@@ -261,10 +348,10 @@ def _touch_session(token: uuid.UUID, tab_id: str, now: datetime) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {RaterSession._meta.db_table} "
-            f"SET last_seen_at = %s, active_tab = CASE WHEN %s = '' THEN active_tab ELSE %s END "
-            f"WHERE token = %s AND (last_seen_at < %s OR (%s <> '' AND active_tab <> %s))",
-            [when.get_db_prep_value(now, connection), tab, tab, token_value,
-             when.get_db_prep_value(now - HEARTBEAT, connection), tab, tab],
+            f"SET last_seen_at = %s, active_tab = CASE WHEN active_tab = '' THEN '' ELSE %s END "
+            f"WHERE token = %s AND (last_seen_at < %s OR (active_tab <> '' AND active_tab <> %s))",
+            [when.get_db_prep_value(now, connection), tab, token_value,
+             when.get_db_prep_value(now - HEARTBEAT, connection), tab],
         )  # fmt: skip
 
 

@@ -87,7 +87,8 @@ def rate_one_session(
 ) -> tuple[int, str | None]:
     """Run one rater from start to completion code. Returns (votes cast, code), or (0, None) when full."""
     response = client.post(
-        f"/studies/{slug}/sessions", {"participant_id": participant_id, "tab_id": participant_id}
+        f"/studies/{slug}/sessions",
+        {"participant_id": participant_id, "tab_id": participant_id, "consent": True},
     )
     if response.status_code in (409, 410):
         return 0, None

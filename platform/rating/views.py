@@ -1,5 +1,6 @@
 """The rater page. Its data comes from the JSON API in rating.api."""
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
@@ -33,6 +34,11 @@ def rate(request, slug: str):
             "market": market,
             "preview": market.get("assignmentId") == MTURK_PREVIEW,
             "example": example_triplet(study),
+            # Before a session exists (the MTurk preview) only promise breaks that surely
+            # come: the regular trials alone outnumber break_every. The page corrects
+            # it once it knows the session's real trials.
+            "promise_breaks": 0 < study.break_every < study.trials_per_session,
+            "preload_ahead": settings.TWOAFC_PRELOAD_TRIALS,
         },
     )
 

@@ -306,7 +306,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),  # fmt: skip
-        ("Display", {"fields": ["display_mode", "flicker_hz", "zoom"]}),
+        ("Display", {"fields": ["display_mode", "flicker_hz", "zoom", "min_display_ms"]}),
         ("Rater texts", {"fields": ["consent_text", "instructions_text", "debrief_text"]}),
         ("Recruiting (Prolific, MTurk)", {"fields": ["completion_code", "screened_out_code"]}),
         (

@@ -92,6 +92,11 @@ class Study(models.Model):
         max_length=16, choices=DisplayMode.choices, default=DisplayMode.SIDE_BY_SIDE
     )
     flicker_hz = models.FloatField(default=8.0, help_text="Flicker mode: alternations per second.")
+    min_display_ms = models.PositiveIntegerField(
+        default=200,
+        help_text="A response counts only once the three images have been on screen this long "
+        "(ms); earlier key presses or taps are ignored.",
+    )
     consent_text = models.TextField(blank=True)
     instructions_text = models.TextField(blank=True)
     debrief_text = models.TextField(blank=True)
@@ -102,6 +107,8 @@ class Study(models.Model):
         default=_completion_code,
         help_text="Given to raters who fail the sentinel trials.",
     )
+    # People who saw the consent screen and declined: nothing else of them is stored.
+    declined_count = models.PositiveIntegerField(default=0, editable=False)
     # Quality-control thresholds (see quality.services for what each measures).
     # The screen-out rule on sentinels (studies.screening): a session is screened out when
     # its sentinel answers would happen with probability at most alpha to a careful rater.

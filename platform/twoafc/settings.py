@@ -247,6 +247,8 @@ TWOAFC_GPU_FALLBACK_CPU = envbool("TWOAFC_GPU_FALLBACK_CPU", True)
 # --- Rating -------------------------------------------------------------------
 # Seconds between sweeps for expired trial leases (per study and web process).
 TWOAFC_LEASE_SWEEP_S = envint("TWOAFC_LEASE_SWEEP_S", 20)
+# Trials whose images the rater page loads ahead of the one on screen.
+TWOAFC_PRELOAD_TRIALS = envint("TWOAFC_PRELOAD_TRIALS", 5)
 # Where an MTurk ExternalQuestion may send its completion form (turkSubmitTo).
 TWOAFC_MTURK_SUBMIT_ORIGINS = envlist(
     "TWOAFC_MTURK_SUBMIT_ORIGINS", "https://www.mturk.com,https://workersandbox.mturk.com"

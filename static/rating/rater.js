@@ -1,15 +1,31 @@
 /* The twoafc rater page.
  *
- * consent → instructions (with an example) → practice → "practice done" → trials, with a
- * break every `break_every` real trials → debrief → sending → completion code (→ Prolific
- * redirect or MTurk submit). A rater coming back after answering real trials gets a
- * "welcome back" screen instead of consent and instructions.
+ * consent → (the session starts) → instructions (with an example) → practice → "practice
+ * done" → trials, with a break every `break_every` real trials → debrief → sending →
+ * completion code (→ Prolific redirect or MTurk submit). Nothing is claimed or stored on
+ * the server before the rater agrees: the page only asks whether this participant has a
+ * session already (a reload, a return), and one who has goes straight on ("welcome back").
+ * Declining adds one to the study's count of declines, and nothing else.
  *
  * Everything comes from the JSON API (rating/api.py). Votes are queued in localStorage and
  * sent one by one until the server acknowledges them, so a flaky connection or a reload
- * loses nothing; the page never waits for the network between trials. The completion
- * code, the Prolific redirect and the MTurk submit only happen once the server has
- * acknowledged every vote and answered `finish` with 200.
+ * loses nothing; the page never waits for the network between trials. The queue is shared
+ * by the tabs of a browser (read and written afresh on every change), so votes one tab
+ * queued are sent by whichever tab holds the session. The completion code, the Prolific
+ * redirect and the MTurk submit only happen once the server has acknowledged every vote
+ * and answered `finish` with 200.
+ *
+ * Images: those of the next few trials (`data-preload-ahead`, 5) load in the background,
+ * and every load is retried with backoff, at once when the browser comes back online: a
+ * dropped connection shows a banner, never an error or a file name, and the page goes on
+ * by itself. Each slot gets its own <img> (a sentinel shows the reference twice).
+ * A response counts only once the three images have been painted and on screen for the
+ * study's `min_display_ms`; an earlier press is ignored, and the page says why.
+ *
+ * Tabs: one tab holds a session. Another tab of the same participant shows "Already open"
+ * with "Continue here", which takes the session over: the other tab stops at once (told
+ * over a BroadcastChannel in the same browser, or by its next vote being refused). A tab
+ * that closes gives the session back (a beacon on pagehide), so reopening works at once.
  *
  * Display modes: side by side, or flicker (AIC-3 style): A and B each alternate, in
  * phase, between their own image and the reference, `flicker_hz` switches per second;
@@ -17,8 +33,10 @@
  *
  * Test hooks: body[data-state] is loading | consent | declined | instructions | preview |
  * resume | trial | practice-done | break | debrief | sending | unconfirmed | done |
- * other-tab | completed | full | error; the shown trial is #trial[data-index] (and
- * data-practice); body[data-pending] is the number of votes not yet acknowledged.
+ * screened-out | other-tab | completed | full | error; the shown trial is
+ * #trial[data-index] (and data-practice), with data-ready once an answer counts;
+ * body[data-pending] is the number of votes not yet acknowledged, body[data-ignored] the
+ * number of presses ignored as too early.
  */
 (() => {
   "use strict";
@@ -45,6 +63,8 @@
     return market;
   }
 
+  const intOr = (value, fallback) => (Number.isInteger(parseInt(value, 10)) ? parseInt(value, 10) : fallback);
+
   const cfg = {
     slug: root.dataset.slug,
     api: (root.dataset.apiBase || "/api").replace(/\/+$/, ""),
@@ -54,16 +74,21 @@
     mode: root.dataset.displayMode === "flicker" ? "flicker" : "side-by-side",
     flickerHz: parseFloat(root.dataset.flickerHz) || 8,
     breakEvery: parseInt(root.dataset.breakEvery, 10) || 0,
+    minDisplayMs: Math.max(0, intOr(root.dataset.minDisplayMs, 200)),
+    preloadAhead: Math.max(1, intOr(root.dataset.preloadAhead, 5)),
     preview: root.dataset.preview === "1" || query.get("assignmentId") === MTURK_PREVIEW,
     market: marketParams(),
   };
 
-  const PRELOAD_AHEAD = 3;   // trials whose images load in the background
-  const LOAD_TRIES = 4;      // attempts per image before giving up
-  const BLANK_MS = 250;      // grey between trials: at least this long after an answer
+  const IMAGE_RETRY_MAX_MS = 5000; // longest wait between two tries of an image
+  const SLOW_IMAGES_MS = 500;  // "Loading images…" shows when a trial waits this long
+  const STUCK_MS = 20000;      // online, yet no images for this long: offer a reload too
+  const BLANK_MS = 250;        // grey between trials: at least this long after an answer
+  const TOO_SOON_SHOWN_MS = 1500; // how long "too quick" stays up
   const REQUEST_TIMEOUT_MS = 20000;
   const CONFIRM_RETRIES = 3; // failed retries while finishing before the code (or a notice) shows
   const REDIRECT_MS = 1500;  // the code stays on screen this long before Prolific / MTurk
+  const SCREENED_OUT_REDIRECT_MS = 5000; // longer: there is more to read
   const NARROW = "(max-width: 640px)"; // the stacked layout; same query as rater.css
   const KEYS = {
     ArrowLeft: "left", KeyA: "left", a: "left", A: "left",
@@ -78,7 +103,7 @@
     token: null,
     tab: "",
     participant: "",
-    display: { mode: cfg.mode, hz: cfg.flickerHz, zoom: cfg.zoom },
+    display: { mode: cfg.mode, hz: cfg.flickerHz, zoom: cfg.zoom, minDisplayMs: cfg.minDisplayMs },
     breakEvery: cfg.breakEvery,
     trials: [],
     practice: [],      // the practice trials, in order
@@ -86,13 +111,18 @@
     current: null,     // the trial on screen (or being prepared)
     lastAnswered: null, // the trial answered just before: decides practice-done and breaks
     shownAt: 0,        // performance.now() of the frame that first painted it
+    painted: false,    // a frame with the trial's three images has been drawn
     accepting: false,  // true from that frame until the answer
     answeredAt: 0,
-    flicker: null,     // { raf, hold } while a flicker trial is on screen
-    queue: [],         // votes not yet acknowledged, oldest first
+    ignored: 0,        // presses ignored as too early (a test hook)
+    tooSoonTimer: null, // hides the "too quick" note again
+    timers: {},        // named timeouts of the trial on screen
+    flicker: null,     // { raf } while a flicker trial is on screen
+    queue: [],         // votes not yet acknowledged, oldest first (a copy of the shared queue)
     failures: 0,       // consecutive failed sends, for the backoff
     pumping: false,
     retryTimer: null,
+    starting: false,   // a start or a take-over is on its way
     finishing: false,
     finishInFlight: false,
     finishFailures: 0, // failed attempts (votes or finish) since finishing began
@@ -105,11 +135,21 @@
   // --- small helpers -------------------------------------------------------------
 
   const storage = {
+    ok: (() => {
+      try {
+        localStorage.setItem("twoafc:probe", "1");
+        localStorage.removeItem("twoafc:probe");
+        return true;
+      } catch { return false; }
+    })(),
     get(key) {
       try { return JSON.parse(localStorage.getItem(key)); } catch { return null; }
     },
     set(key, value) {
-      try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* private mode: memory only */ }
+      try {
+        localStorage.setItem(key, JSON.stringify(value));
+        return true;
+      } catch { return false; } // private mode or full: the caller keeps it in memory
     },
     remove(key) {
       try { localStorage.removeItem(key); } catch { /* ignore */ }
@@ -128,19 +168,23 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
-  function participantId() {
+  // The crowd id from the URL, else this browser's anonymous id for the study. A new
+  // anonymous id is only made (and kept in localStorage) once the rater has agreed.
+  let anonymousId = "";
+  function participantId(create) {
     if (cfg.participant) return cfg.participant;
     for (const name of ["PROLIFIC_PID", "workerId", "participant"]) {
       if (query.get(name)) return query.get(name);
     }
-    // Anonymous link: one random id per study and browser, so a reload resumes.
     const key = `twoafc:participant:${cfg.slug}`;
-    let id = storage.get(key);
-    if (typeof id !== "string" || !id) {
-      id = `anon-${uuid()}`;
-      storage.set(key, id);
+    const saved = storage.get(key);
+    if (typeof saved === "string" && saved) return saved;
+    if (!create) return "";
+    if (!anonymousId) {
+      anonymousId = `anon-${uuid()}`;
+      storage.set(key, anonymousId);
     }
-    return id;
+    return anonymousId;
   }
 
   // One id per browser tab, kept across reloads (sessionStorage). A duplicated tab inherits
@@ -170,8 +214,12 @@
     }
     if (channel) {
       channel.onmessage = (event) => {
-        if (event.data && event.data.type === "whose" && event.data.tab === id) {
-          channel.postMessage({ type: "mine", tab: id });
+        const data = event.data || {};
+        if (data.type === "whose" && data.tab === id) channel.postMessage({ type: "mine", tab: id });
+        // Another tab of this browser chose "continue here" for our session: stop at once.
+        if (data.type === "taken" && data.slug === cfg.slug && data.participant === state.participant
+            && data.tab !== id && state.token && !state.stopped) {
+          showOtherTab();
         }
       };
     }
@@ -214,12 +262,19 @@
       clearTimeout(timer);
     }
     let data = null;
-    try { data = await response.json(); } catch { /* empty or not JSON */ }
+    try { data = await response.json(); } catch { /* empty (204) or not JSON */ }
     if (!response.ok) {
       const reason = data && typeof data.reason === "string" ? data.reason : "";
       throw new ApiError(response.status, detailOf(data, response.status), reason);
     }
     return { status: response.status, data };
+  }
+
+  function beacon(path, body) {
+    if (!navigator.sendBeacon) return;
+    try {
+      navigator.sendBeacon(cfg.api + path, new Blob([JSON.stringify(body)], { type: "application/json" }));
+    } catch { /* best effort */ }
   }
 
   const safeUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
@@ -241,9 +296,15 @@
     }
   }
 
+  function clearTrialTimers() {
+    for (const timer of Object.values(state.timers)) clearTimeout(timer);
+    state.timers = {};
+  }
+
   function halt() {
     state.accepting = false;
     state.current = null;
+    clearTrialTimers();
     stopFlicker();
   }
 
@@ -258,11 +319,19 @@
     state.stopped = true;
     halt();
     clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    $("other-tab-status").textContent = "";
     show("other-tab");
   }
 
+  // Failing image loads (url → true) and failed sends both mean a connection problem.
+  const failingImages = new Set();
+
   function updateBanner() {
-    $("offline").hidden = navigator.onLine !== false && state.failures === 0;
+    const offline = navigator.onLine === false;
+    const trouble = offline || state.failures > 0 || failingImages.size > 0;
+    $("offline-text").textContent = offline ? "You are offline." : "The connection is having trouble.";
+    $("offline").hidden = !trouble;
   }
 
   function updatePending() {
@@ -276,55 +345,106 @@
 
   // --- images --------------------------------------------------------------------
 
-  async function loadImage(url) {
-    for (let attempt = 1; ; attempt++) {
-      const img = new Image();
-      img.alt = "";
-      img.draggable = false;
-      img.src = url;
+  // Image loads waiting to try again; coming back online wakes them all at once.
+  const waitingForNetwork = new Set();
+
+  function waitToRetry(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waitingForNetwork.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      waitingForNetwork.add(done);
+    });
+  }
+
+  function networkBack() {
+    for (const done of [...waitingForNetwork]) done();
+  }
+
+  function newImage(url) {
+    const img = new Image();
+    img.alt = "";
+    img.draggable = false;
+    img.src = url;
+    return img;
+  }
+
+  // Load and decode an image, trying again (with backoff) until it works: a dropped
+  // connection only delays it. The file's address is never shown to the rater.
+  async function fetchImage(url) {
+    for (let attempt = 0; ; attempt++) {
+      const img = newImage(url);
       try {
         await img.decode();
+        if (failingImages.delete(url)) imagesChanged();
         return img;
-      } catch (error) {
-        if (attempt >= LOAD_TRIES) throw new Error(`Could not load an image (${url}).`);
-        await sleep(400 * 2 ** attempt);
+      } catch {
+        if (!failingImages.has(url)) {
+          failingImages.add(url);
+          imagesChanged();
+        }
       }
+      const backoff = Math.min(IMAGE_RETRY_MAX_MS, 500 * 2 ** Math.min(attempt, 8));
+      await waitToRetry(backoff * (0.75 + Math.random() * 0.5));
     }
   }
 
-  const preloaded = new Map(); // url → Promise<decoded HTMLImageElement>
+  // url → Promise of a decoded image, kept for the whole session: it holds the image in
+  // the page's memory, so every later copy of it is drawn at once, even offline.
+  const preloaded = new Map();
 
   function preload(url) {
-    if (!preloaded.has(url)) {
-      const promise = loadImage(url);
-      promise.catch(() => preloaded.delete(url));
+    let promise = preloaded.get(url);
+    if (!promise) {
+      promise = fetchImage(url);
       preloaded.set(url, promise);
     }
-    return preloaded.get(url);
+    return promise;
   }
 
   function preloadAfter(trial) {
-    const upcoming = state.trials.filter((t) => !t.answered && t !== trial).slice(0, PRELOAD_AHEAD);
-    for (const t of upcoming) [t.reference, t.left, t.right].forEach((url) => preload(url).catch(() => {}));
+    const upcoming = state.trials.filter((t) => !t.answered && t !== trial).slice(0, cfg.preloadAhead);
+    for (const t of upcoming) [t.reference, t.left, t.right].forEach(preload);
   }
 
-  async function imageFor(url) {
-    const img = await preload(url);
-    preloaded.delete(url);
-    // The same image can come back in a later trial while this element is still on screen.
-    return img.isConnected ? loadImage(url) : img;
+  // A fresh <img> for one slot: the same image can fill two slots (a sentinel shows the
+  // reference on one side), and one element can only be in one place.
+  async function slotImage(url) {
+    const kept = await preload(url);
+    const img = kept.cloneNode();
+    try {
+      await img.decode();
+      return img;
+    } catch {
+      return fetchImage(url); // dropped from memory meanwhile: load it again
+    }
+  }
+
+  function imagesChanged() {
+    updateBanner();
+    updateWaitText();
+  }
+
+  function updateWaitText() {
+    if ($("trial-wait").hidden) return;
+    $("wait-text").textContent = failingImages.size
+      ? "Waiting for the connection… The study goes on by itself as soon as it is back."
+      : "Loading images…";
   }
 
   // --- flicker: both sides alternate with the reference, in phase ---------------------
 
-  function startFlicker(trial, leftImg, rightImg, hold) {
+  function startFlicker(trial, leftImg, rightImg) {
     stopFlicker();
     const halfPeriod = 1000 / Math.max(0.1, state.display.hz); // one image change per half period
-    // The src swaps only ever name images that are decoded and held by `hold`, so the
+    // The src swaps only ever name images that are decoded and kept (`preloaded`), so the
     // browser shows them synchronously, without a reload or a blank frame.
     const sources = [[trial.left, trial.right], [trial.reference, trial.reference]];
     let phase = 0;
-    const flicker = { raf: 0, hold };
+    const flicker = { raf: 0 };
     const tick = (now) => {
       if (state.flicker !== flicker) return;
       const next = Math.floor(Math.max(0, now - state.shownAt) / halfPeriod) % 2;
@@ -385,6 +505,7 @@
       mode: display.mode === "flicker" || display.mode === "side-by-side" ? display.mode : cfg.mode,
       hz: Number(display.flicker_hz) > 0 ? Number(display.flicker_hz) : cfg.flickerHz,
       zoom: parseInt(display.zoom, 10) > 0 ? parseInt(display.zoom, 10) : cfg.zoom,
+      minDisplayMs: Number.isInteger(display.min_display_ms) ? Math.max(0, display.min_display_ms) : cfg.minDisplayMs,
     };
     state.breakEvery = Number.isInteger(session.break_every) ? session.break_every : cfg.breakEvery;
     state.trials = session.trials
@@ -395,6 +516,9 @@
     root.dataset.mode = state.display.mode;
     $("trial-count").textContent = String(state.real.length);
     if ($("practice-count")) $("practice-count").textContent = String(state.practice.length);
+    // A break comes after every `break_every` real trials when more follow: promise no other.
+    $("break-every").textContent = String(state.breakEvery);
+    $("break-note").hidden = !(state.breakEvery > 0 && state.real.length > state.breakEvery);
   }
 
   const realDone = () => state.real.filter((t) => t.answered).length;
@@ -449,60 +573,105 @@
     showTrial(trial);
   }
 
+  function showWait(trial) {
+    if (state.current !== trial) return;
+    $("trial-wait").hidden = false;
+    updateWaitText();
+    state.timers.stuck = setTimeout(() => {
+      // Online and still nothing: the images may be gone for good. Offer a reload, keep trying.
+      if (state.current === trial && navigator.onLine !== false) $("wait-reload").hidden = false;
+    }, STUCK_MS);
+  }
+
   async function showTrial(trial) {
     stopFlicker();
+    clearTrialTimers();
     state.current = trial;
     state.accepting = false;
+    state.painted = false;
     show("trial", "loading");
     stage.style.visibility = "hidden";
     delete stage.dataset.index;
     delete stage.dataset.phase;
+    delete stage.dataset.ready;
+    updateProgress(trial);
     fit();
+    const urls = [trial.left, trial.reference, trial.right];
+    urls.forEach(preload); // this trial's images first
     preloadAfter(trial);
 
-    const flicker = state.display.mode === "flicker";
-    const waitTimer = setTimeout(() => { $("trial-wait").hidden = false; }, 500);
-    let images;
-    let hold = [];
-    try {
-      [images] = await Promise.all([
-        Promise.all([trial.left, trial.reference, trial.right].map(imageFor)),
-        sleep(Math.max(0, BLANK_MS - (performance.now() - state.answeredAt))),
-      ]);
-      // Flicker: keep a decoded copy of each image the sides switch between.
-      if (flicker) hold = await Promise.all([trial.left, trial.right, trial.reference].map(loadImage));
-    } catch (error) {
-      clearTimeout(waitTimer);
-      if (state.current === trial) {
-        showError(`${error.message} Please check your connection and reload the page.`, true);
-      }
-      return;
-    }
-    clearTimeout(waitTimer);
-    if (state.current !== trial) return; // superseded
+    state.timers.wait = setTimeout(() => showWait(trial), SLOW_IMAGES_MS);
+    const [images] = await Promise.all([
+      Promise.all(urls.map(slotImage)),
+      sleep(Math.max(0, BLANK_MS - (performance.now() - state.answeredAt))),
+    ]);
+    if (state.current !== trial || state.stopped) return; // superseded
+    clearTrialTimers();
     $("trial-wait").hidden = true;
+    $("wait-reload").hidden = true;
 
     const slots = stage.querySelectorAll(".patch");
     images.forEach((img, i) => slots[i].replaceChildren(img));
-    updateProgress(trial);
     stage.dataset.index = String(trial.index);
     stage.dataset.practice = trial.practice ? "true" : "false";
     stage.style.visibility = "";
+    const flicker = state.display.mode === "flicker";
     requestAnimationFrame(() => {
+      // This frame draws the three images: response times and the minimum display time
+      // run from it.
       if (state.current !== trial) return;
       state.shownAt = performance.now();
       state.accepting = true;
       document.body.dataset.state = "trial";
-      if (flicker) startFlicker(trial, images[0], images[2], hold);
+      if (flicker) startFlicker(trial, images[0], images[2]);
+      requestAnimationFrame(() => {
+        if (state.current !== trial) return;
+        state.painted = images.every((img) => img.isConnected && img.complete && img.naturalWidth > 0);
+        if (!state.painted) {
+          state.timers.again = setTimeout(() => showTrial(trial), 100); // never answer half a trial
+          return;
+        }
+        const wait = Math.max(0, state.shownAt + state.display.minDisplayMs - performance.now());
+        state.timers.ready = setTimeout(() => {
+          if (state.current === trial) stage.dataset.ready = "true";
+        }, wait);
+      });
     });
+  }
+
+  // A press before the images were shown for long enough: ignored, and the rater told why.
+  function tooSoon() {
+    state.ignored += 1;
+    document.body.dataset.ignored = String(state.ignored);
+    const note = $("too-soon");
+    note.textContent = state.accepting
+      ? "Too quick: please look at the images first."
+      : "Please wait for the images to appear.";
+    note.hidden = false;
+    $("hint-normal").hidden = true;
+    clearTimeout(state.tooSoonTimer);
+    state.tooSoonTimer = setTimeout(() => {
+      note.hidden = true;
+      $("hint-normal").hidden = false;
+    }, TOO_SOON_SHOWN_MS);
   }
 
   function answer(side) {
     const trial = state.current;
-    if (!state.accepting || !trial || trial.answered || state.stopped) return;
-    state.accepting = false; // one answer per trial
+    if (state.stopped || !trial || trial.answered) return;
     const now = performance.now();
+    if (!state.accepting || !state.painted || now - state.shownAt < state.display.minDisplayMs) {
+      tooSoon();
+      return;
+    }
+    state.accepting = false; // one answer per trial
     stopFlicker();
+    clearTrialTimers();
+    delete stage.dataset.ready;
+    // A tapped or clicked button keeps the focus; drop it, so no side looks different next.
+    if (document.activeElement && document.activeElement.classList.contains("choice")) {
+      document.activeElement.blur();
+    }
     trial.answered = true;
     state.answeredAt = now;
     state.lastAnswered = trial;
@@ -513,7 +682,6 @@
       client_id: uuid(),
       rt_ms: now - state.shownAt,
       display_mode: state.display.mode,
-      tab_id: state.tab,
     });
     nextStep();
   }
@@ -523,29 +691,49 @@
     show("debrief");
   }
 
-  // --- the vote queue --------------------------------------------------------------
+  // --- the vote queue, shared by this browser's tabs --------------------------------
 
   const queueKey = () => `twoafc:votes:${state.token}`;
+  let memoryQueue = []; // when localStorage cannot be used
 
-  function saveQueue() {
-    if (state.queue.length) storage.set(queueKey(), state.queue);
-    else storage.remove(queueKey());
-    updatePending();
+  function readQueue() {
+    if (!storage.ok) return memoryQueue.slice();
+    const saved = storage.get(queueKey());
+    return Array.isArray(saved) ? saved.filter((v) => v && v.client_id) : [];
   }
 
-  function loadQueue() {
-    const saved = storage.get(queueKey());
-    state.queue = Array.isArray(saved) ? saved.filter((v) => v && v.client_id) : [];
-    for (const vote of state.queue) vote.tab_id = state.tab; // this tab sends them now
+  function writeQueue(list) {
+    if (storage.ok) {
+      if (!list.length) {
+        storage.remove(queueKey());
+        return;
+      }
+      if (storage.set(queueKey(), list)) return;
+      storage.ok = false; // full or refused: from now on this tab keeps its queue in memory
+    }
+    memoryQueue = list.slice();
+  }
+
+  // The queue as stored now (another tab may have changed it); its trials count as answered.
+  function syncQueue() {
+    state.queue = readQueue();
     const queued = new Set(state.queue.map((v) => v.index));
-    for (const t of state.trials) if (queued.has(t.index)) t.answered = true;
+    // Not the trial on screen: the rater can still answer it here (only one answer is kept).
+    for (const t of state.trials) if (queued.has(t.index) && t !== state.current) t.answered = true;
     updatePending();
   }
 
   function enqueue(vote) {
-    state.queue.push(vote);
-    saveQueue();
+    const list = readQueue();
+    if (!list.some((v) => v.client_id === vote.client_id)) list.push(vote);
+    writeQueue(list);
+    syncQueue();
     pump();
+  }
+
+  function acknowledge(vote) {
+    writeQueue(readQueue().filter((v) => v.client_id !== vote.client_id));
+    syncQueue();
   }
 
   function backoffMs() {
@@ -582,13 +770,17 @@
   }
 
   async function pump() {
-    if (state.pumping || state.retryTimer || state.stopped) return;
+    if (state.pumping || state.retryTimer || state.stopped || !state.token) return;
     state.pumping = true;
     try {
-      while (state.queue.length) {
+      for (;;) {
+        if (state.stopped) return;
+        syncQueue();
         const vote = state.queue[0];
+        if (!vote) break;
         try {
-          await api("POST", `/sessions/${state.token}/votes`, vote); // 201 recorded, 200 replay
+          // Sent as this tab's, whichever tab queued it. 201 recorded, 200 a replay.
+          await api("POST", `/sessions/${state.token}/votes`, { ...vote, tab_id: state.tab });
           state.failures = 0;
         } catch (error) {
           if (retryable(error.status)) {
@@ -596,14 +788,13 @@
             return;
           }
           if (error.reason === "other-tab") {
-            showOtherTab(); // this tab stops; the other one shows the trial again if needed
+            showOtherTab(); // the vote stays queued for the tab that continues
             return;
           }
           // Refused for good (not assigned, session ended, already answered): drop it.
           console.warn(`twoafc: vote for trial ${vote.index} dropped (${error.status}): ${error.message}`);
         }
-        state.queue.shift();
-        saveQueue();
+        acknowledge(vote);
         updateBanner();
       }
     } finally {
@@ -612,16 +803,15 @@
     if (state.finishing) finishNow();
   }
 
-  // Whatever is still queued when the page goes away: try once more, without waiting
-  // for an answer. Votes are idempotent on client_id, so a later resend is harmless.
-  function flushOnExit() {
-    if (!state.token || !state.queue.length || state.stopped || !navigator.sendBeacon) return;
+  // The page is going away: send what is still queued, without waiting for an answer
+  // (votes are idempotent on client_id, so a later resend is harmless), then give the
+  // session back, so that it can be opened again at once.
+  function leaving() {
+    if (!state.token || state.stopped) return;
     for (const vote of state.queue) {
-      try {
-        const blob = new Blob([JSON.stringify(vote)], { type: "application/json" });
-        navigator.sendBeacon(`${cfg.api}/sessions/${state.token}/votes`, blob);
-      } catch { /* best effort */ }
+      beacon(`/sessions/${state.token}/votes`, { ...vote, tab_id: state.tab });
     }
+    beacon(`/sessions/${state.token}/release`, { tab_id: state.tab });
   }
 
   // --- finishing -----------------------------------------------------------------
@@ -684,28 +874,47 @@
     show("done", "unconfirmed");
   }
 
+  function marketName() {
+    if (cfg.market.PROLIFIC_PID) return "prolific";
+    if (cfg.market.workerId || cfg.market.assignmentId) return "mturk";
+    return "plain";
+  }
+
   function confirmed(data) {
     state.confirmed = true;
     clearTimeout(state.retryTimer);
     storage.remove(queueKey());
+    const screenedOut = Boolean(data.screened_out);
     storage.set(completionKey(), {
       token: state.token,
       completion_code: data.completion_code,
       redirect_url: safeUrl(data.redirect_url) ? data.redirect_url : null,
+      screened_out: screenedOut,
     });
-    $("done-title").textContent = "Thank you!";
-    $("code-intro").textContent = "All your answers were received. Your completion code is:";
-    $("completion-code").textContent = data.completion_code || "";
     $("code-block").hidden = false;
     $("confirm-notice").hidden = true;
     $("retry-now").hidden = true;
-    show("done");
+    $("completion-code").textContent = data.completion_code || "";
+    if (screenedOut) {
+      // Not "all your answers were received": say plainly what happened and what to do.
+      $("done-title").textContent = "Thank you for your time";
+      $("screened-out").hidden = false;
+      const market = safeUrl(data.redirect_url) ? "prolific" : data.mturk ? "mturk" : marketName();
+      for (const name of ["prolific", "mturk", "plain"]) $(`screened-${name}`).hidden = name !== market;
+      $("code-intro").textContent = "Your screened-out code is:";
+      $("code-hint").hidden = market !== "plain";
+    } else {
+      $("done-title").textContent = "Thank you!";
+      $("screened-out").hidden = true;
+      $("code-intro").textContent = "All your answers were received. Your completion code is:";
+    }
+    show("done", screenedOut ? "screened-out" : "done");
 
     if (safeUrl(data.redirect_url)) {
       $("code-hint").hidden = true;
       $("redirect-link").href = data.redirect_url;
       $("redirect-notice").hidden = false;
-      setTimeout(() => location.assign(data.redirect_url), REDIRECT_MS);
+      setTimeout(() => location.assign(data.redirect_url), screenedOut ? SCREENED_OUT_REDIRECT_MS : REDIRECT_MS);
     } else if (data.mturk && safeUrl(data.mturk.submit_url)) {
       const form = $("mturk-form");
       form.action = data.mturk.submit_url;
@@ -713,16 +922,17 @@
       $("mturk-code").value = data.completion_code || "";
       $("code-hint").hidden = true;
       form.hidden = false;
-      setTimeout(() => form.submit(), REDIRECT_MS);
+      setTimeout(() => form.submit(), screenedOut ? SCREENED_OUT_REDIRECT_MS : REDIRECT_MS);
     }
   }
 
   // The server is missing votes (one was refused): show those trials again.
   async function resumeUnanswered() {
     try {
-      const { data } = await startSession();
-      if (data.finished || data.trials.every((t) => t.answered)) return false;
+      const { data } = await sessionCall("/resume");
+      if (!data || data.finished || data.trials.every((t) => t.answered)) return false;
       adopt(data);
+      syncQueue();
       state.finishing = false;
       state.unconfirmedShown = false;
       nextStep();
@@ -732,18 +942,111 @@
     }
   }
 
-  // --- start -----------------------------------------------------------------------
+  // --- sessions: resume, start (after consent), take over, decline ---------------------
 
-  function startSession() {
+  function sessionCall(path, extra = {}) {
     const screenSize = window.screen || {};
-    return api("POST", `/studies/${encodeURIComponent(cfg.slug)}/sessions`, {
-      participant_id: state.participant,
+    return api("POST", `/studies/${encodeURIComponent(cfg.slug)}/sessions${path}`, {
+      participant_id: state.participant || null,
       market: cfg.market,
       tab_id: state.tab,
       screen_w: Math.round(screenSize.width || 0),
       screen_h: Math.round(screenSize.height || 0),
       dpr: window.devicePixelRatio || 1,
+      ...extra,
     });
+  }
+
+  // A session to go on with: just started ("start"), found again ("resume"), or taken
+  // over from another tab ("takeover").
+  function enter(session, how) {
+    // This tab holds the session now: any other tab of this browser on it stops at once
+    // (one on another device learns at its next vote).
+    if (channel) {
+      channel.postMessage({ type: "taken", slug: cfg.slug, participant: state.participant, tab: state.tab });
+    }
+    state.stopped = false;
+    state.finishing = false;
+    state.finishInFlight = false;
+    state.unconfirmedShown = false;
+    state.confirmed = false;
+    state.failures = 0;
+    adopt(session);
+    syncQueue();
+    pump();
+    if (session.finished) {
+      beginFinish();
+      return;
+    }
+    if (state.trials.every((t) => t.answered)) {
+      showDebrief();
+      return;
+    }
+    preloadAfter(null);
+    const answered = state.trials.some((t) => t.answered);
+    if (how === "start" || !answered) {
+      show("instructions");
+      return;
+    }
+    $("resume-done").textContent = String(realDone());
+    $("resume-total").textContent = String(state.real.length);
+    show("resume");
+  }
+
+  async function agree() {
+    if (state.starting) return;
+    state.starting = true;
+    $("consent-agree").disabled = true;
+    $("consent-status").textContent = "Starting…";
+    state.participant = participantId(true);
+    try {
+      const { data } = await sessionCall("", { consent: true });
+      enter(data, "start");
+    } catch (error) {
+      startFailed(error);
+    } finally {
+      state.starting = false;
+      $("consent-agree").disabled = false;
+      $("consent-status").textContent = "";
+    }
+  }
+
+  function decline() {
+    show("declined");
+    // One count per browser: declining again after a reload is not a second person.
+    const key = `twoafc:declined:${cfg.slug}`;
+    if (storage.get(key)) return;
+    storage.set(key, true);
+    api("POST", `/studies/${encodeURIComponent(cfg.slug)}/declines`).catch(() => {});
+  }
+
+  async function continueHere() {
+    if (state.starting) return;
+    state.starting = true;
+    $("continue-here").disabled = true;
+    $("other-tab-status").textContent = "Taking over…";
+    try {
+      const { data } = await sessionCall("/takeover");
+      enter(data, "takeover");
+    } catch (error) {
+      if (error.reason === "no-session") show("consent"); // nothing to continue: start afresh
+      else if (retryable(error.status)) $("other-tab-status").textContent = error.message;
+      else startFailed(error);
+    } finally {
+      state.starting = false;
+      $("continue-here").disabled = false;
+    }
+  }
+
+  // Back from the browser's back-forward cache: the session was given back on pagehide,
+  // so hold it again, unless another tab has it now.
+  async function reclaim() {
+    if (!state.token || state.stopped || state.confirmed) return;
+    try {
+      await sessionCall("/resume");
+    } catch (error) {
+      if (error.reason === "other-tab") showOtherTab();
+    }
   }
 
   function showCompleted() {
@@ -752,6 +1055,10 @@
     if (saved && saved.completion_code) {
       $("completed-code-value").textContent = saved.completion_code;
       $("completed-code").hidden = false;
+      if (saved.screened_out) {
+        $("completed-screened-out").hidden = false;
+        $("completed-code-intro").textContent = "Your screened-out code is:";
+      }
       if (safeUrl(saved.redirect_url)) {
         $("completed-link").href = saved.redirect_url;
         $("completed-return").hidden = false;
@@ -802,22 +1109,35 @@
     const onState = (id, wanted, action) => $(id).addEventListener("click", () => {
       if (document.body.dataset.state === wanted) action();
     });
-    onState("consent-agree", "consent", () => show("instructions"));
-    onState("consent-decline", "consent", () => show("declined"));
+    onState("consent-agree", "consent", agree);
+    onState("consent-decline", "consent", decline);
     onState("start", "instructions", nextStep);
     onState("resume-continue", "resume", nextStep);
     onState("practice-continue", "practice-done", nextStep);
     onState("break-continue", "break", nextStep);
     onState("submit", "debrief", beginFinish);
+    onState("continue-here", "other-tab", continueHere);
     $("retry-now").addEventListener("click", kick);
     $("reload").addEventListener("click", () => location.reload());
+    $("wait-reload").addEventListener("click", () => location.reload());
     window.addEventListener("resize", fit);
     window.addEventListener("online", () => {
       updateBanner();
+      networkBack();
       kick();
     });
     window.addEventListener("offline", updateBanner);
-    window.addEventListener("pagehide", flushOnExit);
+    // Another tab changed the shared queue (it answered, or sent a vote): keep up.
+    window.addEventListener("storage", (event) => {
+      if (state.token && event.key === queueKey() && !state.stopped) {
+        syncQueue();
+        kick();
+      }
+    });
+    window.addEventListener("pagehide", leaving);
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) reclaim();
+    });
     window.addEventListener("beforeunload", (event) => {
       // Unsent answers, or a completion not yet confirmed: ask before leaving.
       if (state.stopped || state.confirmed) return;
@@ -841,35 +1161,18 @@
       showPreview(); // MTurk preview: no session until the HIT is accepted
       return;
     }
-    state.participant = participantId();
+    state.participant = participantId(false);
     state.tab = await tabId();
-    let session;
+    // Only a question before consent: does this participant have a session already?
+    let reply;
     try {
-      ({ data: session } = await startSession());
+      reply = await sessionCall("/resume");
     } catch (error) {
       startFailed(error);
       return;
     }
-    adopt(session);
-    loadQueue();
-    if (state.queue.length) pump();
-    if (session.finished) {
-      beginFinish();
-      return;
-    }
-    if (state.trials.every((t) => t.answered)) {
-      showDebrief();
-      return;
-    }
-    preloadAfter(null);
-    const done = realDone();
-    if (done > 0) {
-      $("resume-done").textContent = String(done);
-      $("resume-total").textContent = String(state.real.length);
-      show("resume");
-      return;
-    }
-    show("consent");
+    if (reply.data) enter(reply.data, "resume");
+    else show("consent");
   }
 
   boot();

@@ -3,10 +3,11 @@
 import pytest
 from rater_helpers import (
     agree_and_start,
-    answer,
+    check_trial_images,
     plain,
     rate_url,
     session_of,
+    trial_files,
     wait_for_trial,
     wait_state,
 )
@@ -30,7 +31,11 @@ SAMPLE = """(ms) => new Promise((resolve) => {
 def test_flicker_alternates_both_sides_with_the_reference(live_server, ready_study, open_page):
     from rating.models import Trial, Vote
 
-    plain(ready_study, display_mode="flicker", flicker_hz=8.0)
+    # Every kind of trial, in flicker mode: 1 practice, 4 regular, 2 sentinels, 2 repeats.
+    plain(
+        ready_study, display_mode="flicker", flicker_hz=8.0, practice_trials=1,
+        trials_per_session=4, sentinel_rate=0.5, repeat_rate=0.5,
+    )  # fmt: skip
     page = open_page(rate_url(live_server, ready_study, "participant=fl-1"))
     wait_state(page, "consent")
     assert page.is_visible("#flicker-warning")
@@ -64,11 +69,25 @@ def test_flicker_alternates_both_sides_with_the_reference(live_server, ready_stu
     assert 6 <= len(phases) - 1 <= 10, len(phases)
     assert image_requests == []  # switching never fetches: the images stay decoded
 
-    page.keyboard.press("ArrowLeft")
-    answer(page, range(1, 10), key="ArrowRight")
+    # Every trial: three decoded, visible images, each side showing its own image or the
+    # reference (whichever phase the screenshot catches), pixel for pixel.
+    session = session_of(ready_study)
+    trials = list(session.trials.order_by("index").values_list("kind", "sentinel_side"))
+    assert sorted({kind for kind, _ in trials}) == sorted(Trial.Kind.values)
+    for index, (_, sentinel_side) in enumerate(trials):
+        if index == 1:
+            wait_state(page, "practice-done")
+            page.keyboard.press("Enter")
+        wait_for_trial(page, index)
+        reference_url = trial_files(session, index)[1]
+        check_trial_images(
+            page, session, index, alternatives={0: [reference_url], 2: [reference_url]}
+        )
+        side = sentinel_side or ("left" if index % 2 else "right")  # sentinels answered right
+        page.keyboard.press("ArrowLeft" if side == "left" else "ArrowRight")
     wait_state(page, "debrief")
     page.keyboard.press("Enter")
     wait_state(page, "done")
     votes = Vote.objects.filter(trial__session=session_of(ready_study))
-    assert votes.count() == 10
+    assert votes.count() == len(trials)
     assert set(votes.values_list("display_mode", flat=True)) == {"flicker"}

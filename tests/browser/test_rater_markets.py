@@ -13,6 +13,7 @@ from rater_helpers import (
     rate_url,
     session_of,
     votes_per_index,
+    wait_for_trial,
     wait_state,
 )
 
@@ -137,29 +138,30 @@ def test_a_second_tab_is_refused(live_server, ready_study, open_page):
     plain(ready_study)  # duplicate_policy "refuse" is the default
     url = rate_url(live_server, ready_study, "PROLIFIC_PID=pp-2&STUDY_ID=st-1&SESSION_ID=se-2")
     first = open_page(url)
-    wait_state(first, "consent")
+    agree_and_start(first)
+    wait_for_trial(first, 0)
     second = open_page.new_tab(first.context, url)
     wait_state(second, "other-tab")
-    assert "already open in another tab or window" in second.inner_text("#screen-other-tab")
+    assert "open in another tab or window" in second.inner_text("#screen-other-tab")
+    assert second.is_visible("#continue-here")
     second.keyboard.press("ArrowLeft")
 
-    agree_and_start(first)  # the first tab carries on
-    answer(first, range(1))
+    answer(first, range(1))  # the first tab carries on
     first.wait_for_selector('body[data-pending="0"]')
     session = RaterSession.objects.get(study=ready_study)
     assert list(
         Vote.objects.filter(trial__session=session).values_list("trial__index", flat=True)
     ) == [0]
 
-    # Idle for long enough, the session can be taken over by another tab; the first tab's
-    # next vote is refused and it says where to go on.
+    # Idle for long enough, the session passes to a tab that opens it; the first tab, in the
+    # same browser, stops at once and says where to go on.
     RaterSession.objects.filter(pk=session.pk).update(
         last_seen_at=timezone.now() - timedelta(minutes=5)
     )
     third = open_page.new_tab(first.context, url)
     wait_state(third, "resume")
-    answer(first, [1])
     wait_state(first, "other-tab")
+    first.keyboard.press("ArrowLeft")
     third.keyboard.press("Enter")
     answer(third, [1], key="ArrowRight")
     third.wait_for_selector('body[data-pending="0"]')
@@ -167,3 +169,46 @@ def test_a_second_tab_is_refused(live_server, ready_study, open_page):
     assert list(votes.values_list("trial__index", "side")) == [(0, "left"), (1, "right")]
     assert RaterSession.objects.count() == 1
     open_page.expect("409")  # the refused second start and the first tab's refused vote
+
+
+def test_a_screened_out_rater_is_told_plainly(live_server, ready_study, open_page, screenshot):
+    """Issue #11, item 8: a rater screened out for failing the sentinels was thanked with "All
+    your answers were received". Every sentinel (8 of them) is answered wrongly here, so any
+    sensible screen-out rule applies."""
+    from rating.models import RaterSession, Trial
+    from studies.models import Study
+
+    plain(ready_study, trials_per_session=16, sentinel_rate=0.5)  # 16 regular, 8 sentinels
+    query = "PROLIFIC_PID=pp-careless&STUDY_ID=st-1&SESSION_ID=se-3"
+    open_page.expect("409")  # the refused return
+    page = open_page(rate_url(live_server, ready_study, query))
+    agree_and_start(page)
+    wait_state(page, "trial")
+    session = session_of(ready_study)
+    trials = list(session.trials.order_by("index").values_list("kind", "sentinel_side"))
+    assert sum(kind == Trial.Kind.SENTINEL for kind, _ in trials) >= 8
+    wrong = {"left": "ArrowRight", "right": "ArrowLeft"}
+    for index, (_, sentinel_side) in enumerate(trials):
+        wait_for_trial(page, index)
+        page.keyboard.press(wrong[sentinel_side] if sentinel_side else "ArrowLeft")
+    wait_state(page, "debrief")
+
+    code = Study.objects.get(pk=ready_study.pk).screened_out_code
+    page.keyboard.press("Enter")
+    wait_state(page, "screened-out")
+    screenshot(page, "screened-out")
+    text = page.inner_text("#screen-done")
+    assert "All your answers were received" not in text
+    assert "screened out" in text and "Prolific expects the screened-out code" in text
+    assert page.inner_text("#completion-code").strip() == code
+    # The page goes on to Prolific with that code (after a few seconds to read; the redirect
+    # itself is the one test_the_prolific_redirect_waits_for_confirmation follows).
+    redirect = f"https://app.prolific.com/submissions/complete?cc={code}"
+    assert page.get_attribute("#redirect-link", "href") == redirect
+    assert RaterSession.objects.get().screened_out
+
+    # Back at the study link later: told again, with the screened-out code.
+    again = open_page.new_tab(page.context, rate_url(live_server, ready_study, query))
+    wait_state(again, "completed")
+    assert "screened out" in again.inner_text("#screen-completed")
+    assert again.inner_text("#completed-code-value").strip() == code

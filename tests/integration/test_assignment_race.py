@@ -31,7 +31,7 @@ def test_concurrent_raters_never_overfill_a_triplet(live_server, ready_study):
         try:
             response = requests.post(
                 f"{live_server.url}/api/studies/{ready_study.slug}/sessions",
-                json={"participant_id": f"racer-{number}", "tab_id": str(number)},
+                json={"participant_id": f"racer-{number}", "tab_id": str(number), "consent": True},
                 timeout=60,
             )
             answers.append((response.status_code, len(response.json().get("trials", []))))

@@ -22,7 +22,7 @@ def ready_study(ready_study):
 def start(client, study, participant=None):
     return client.post(
         f"/api/studies/{study.slug}/sessions",
-        {"participant_id": participant},
+        {"participant_id": participant, "consent": True},
         content_type="application/json",
     )
 
@@ -183,6 +183,119 @@ def test_the_openapi_schema_describes_the_rater_api(client):
     schema = client.get("/api/openapi.json").json()
     assert {
         "/api/studies/{slug}/sessions",
+        "/api/studies/{slug}/sessions/resume",
+        "/api/studies/{slug}/sessions/takeover",
+        "/api/studies/{slug}/declines",
         "/api/sessions/{token}/votes",
+        "/api/sessions/{token}/release",
         "/api/sessions/{token}/finish",
     } <= set(schema["paths"])
+    assert "consent" in schema["components"]["schemas"]["SessionIn"]["properties"]
+    assert "min_display_ms" in schema["components"]["schemas"]["DisplayOut"]["properties"]
+
+
+def post(client, path, body=None):
+    return client.post(f"/api/{path}", body or {}, content_type="application/json")
+
+
+def test_nothing_is_claimed_or_stored_before_consent(client, ready_study):
+    """Before consent the page may only ask whether the rater has a session already."""
+    arrival = {"participant_id": "p-new", "tab_id": "tab-1"}
+    asked = post(client, f"studies/{ready_study.slug}/sessions/resume", arrival)
+    assert asked.status_code == 204 and asked.content == b""
+    refused = post(client, f"studies/{ready_study.slug}/sessions", arrival)
+    assert refused.status_code == 403 and refused.json()["reason"] == "no-consent"
+    assert not RaterSession.objects.exists() and not Trial.objects.exists()
+    assert sum(Triplet.objects.values_list("assigned", flat=True)) == 0
+
+    started = post(client, f"studies/{ready_study.slug}/sessions", {**arrival, "consent": True})
+    assert started.status_code == 201
+    # Later (a reload, a return) the same participant is found again, consent or not.
+    again = post(client, f"studies/{ready_study.slug}/sessions/resume", arrival)
+    assert again.status_code == 200 and again.json()["session"] == started.json()["session"]
+    assert post(client, f"studies/{ready_study.slug}/sessions", arrival).status_code == 201
+    assert RaterSession.objects.count() == 1
+
+
+def test_declining_only_counts(client, ready_study):
+    for _ in range(2):
+        assert post(client, f"studies/{ready_study.slug}/declines").status_code == 204
+    ready_study.refresh_from_db()
+    assert ready_study.declined_count == 2
+    assert not RaterSession.objects.exists()
+    assert post(client, "studies/no-such-study/declines").status_code == 404
+
+
+def test_a_full_or_closed_study_says_so_before_consent(client, ready_study):
+    Study.objects.filter(pk=ready_study.pk).update(status=Study.Status.COMPLETE)
+    full = post(client, f"studies/{ready_study.slug}/sessions/resume", {"participant_id": "x"})
+    assert full.status_code == 410 and full.json()["reason"] == "full"
+    Study.objects.filter(pk=ready_study.pk).update(status=Study.Status.DRAFT)
+    closed = post(client, f"studies/{ready_study.slug}/sessions/resume", {"participant_id": "x"})
+    assert closed.status_code == 409 and closed.json()["reason"] == "not-open"
+
+
+def test_an_empty_tab_id_is_just_another_tab(client, ready_study):
+    """Issue #12: a start or a vote with a known participant id and no tab id got past the
+    other-tab guard (and the start answered with the victim's session token)."""
+    victim = post(
+        client,
+        f"studies/{ready_study.slug}/sessions",
+        {"participant_id": "victim", "tab_id": "tab-V", "consent": True},
+    ).json()
+    token = victim["session"]
+    for tab in ("", None):
+        body = {"participant_id": "victim", "consent": True}
+        if tab is not None:
+            body["tab_id"] = tab
+        for path in ("sessions", "sessions/resume"):
+            refused = post(client, f"studies/{ready_study.slug}/{path}", body)
+            assert refused.status_code == 409 and refused.json()["reason"] == "other-tab"
+            assert token not in refused.content.decode()
+    trial = victim["trials"][0]
+    for tab in ("", "tab-X"):
+        body = {"index": trial["index"], "triplet": trial["triplet"], "side": "left",
+                "client_id": str(uuid.uuid4()), "rt_ms": 800, "tab_id": tab}  # fmt: skip
+        refused = post(client, f"sessions/{token}/votes", body)
+        assert refused.status_code == 409 and refused.json()["reason"] == "other-tab"
+    assert not Vote.objects.exists()
+    # A takeover needs a tab that can hold the session.
+    empty = post(
+        client, f"studies/{ready_study.slug}/sessions/takeover", {"participant_id": "victim"}
+    )
+    assert empty.status_code == 422 and empty.json()["reason"] == "invalid"
+
+
+def test_a_closed_tab_releases_and_continue_here_takes_over(client, ready_study):
+    slug = ready_study.slug
+    first = post(client, f"studies/{slug}/sessions", {"participant_id": "p", "tab_id": "A",
+                                                      "consent": True}).json()  # fmt: skip
+    token = first["session"]
+    second = {"participant_id": "p", "tab_id": "B"}
+    assert post(client, f"studies/{slug}/sessions/resume", second).status_code == 409
+    # "Continue here" in B: B holds the session, A's votes are refused from now on.
+    taken = post(client, f"studies/{slug}/sessions/takeover", second)
+    assert taken.status_code == 200 and taken.json()["session"] == token
+    trial = first["trials"][0]
+    body = {"index": trial["index"], "triplet": trial["triplet"], "side": "left",
+            "client_id": str(uuid.uuid4()), "rt_ms": 800}  # fmt: skip
+    assert post(client, f"sessions/{token}/votes", {**body, "tab_id": "A"}).status_code == 409
+    assert post(client, f"sessions/{token}/votes", {**body, "tab_id": "B"}).status_code == 201
+    # A's release changes nothing (it no longer holds the session); B's frees it at once.
+    assert post(client, f"sessions/{token}/release", {"tab_id": "A"}).status_code == 204
+    assert RaterSession.objects.get().active_tab == "B"
+    assert post(client, f"sessions/{token}/release", {"tab_id": "B"}).status_code == 204
+    assert RaterSession.objects.get().active_tab == ""
+    # A late vote from the closed tab is taken and does not lock the session again.
+    late = {**body, "index": first["trials"][1]["index"], "triplet": first["trials"][1]["triplet"],
+            "client_id": str(uuid.uuid4()), "tab_id": "B"}  # fmt: skip
+    assert post(client, f"sessions/{token}/votes", late).status_code == 201
+    assert RaterSession.objects.get().active_tab == ""
+    reopened = post(client, f"studies/{slug}/sessions/resume", {"participant_id": "p",
+                                                                 "tab_id": "C"})  # fmt: skip
+    assert reopened.status_code == 200 and reopened.json()["answered"] == 2
+    assert post(client, f"sessions/{uuid.uuid4()}/release", {"tab_id": "C"}).status_code == 404
+    nobody = post(
+        client, f"studies/{slug}/sessions/takeover", {"participant_id": "q", "tab_id": "Q"}
+    )
+    assert nobody.status_code == 404 and nobody.json()["reason"] == "no-session"
