@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studies', '0003_triplet_shuffle'),
+        ('studies', '0005_job_life_cycle'),
     ]
 
     operations = [
