@@ -270,7 +270,9 @@ class StudyAdmin(admin.ModelAdmin):
     form = StudyForm
     list_display = ["name", "slug", "status", "generation_progress", "rater_link", "results_link"]
     list_filter = ["status", "origin"]
-    readonly_fields = ["status", "origin", "generation_progress", "rater_link", "results_link"]
+    readonly_fields = [
+        "status", "origin", "generation_progress", "rater_link", "results_link", "declined",
+    ]  # fmt: skip
     inlines = [ConditionInline, SourceImageInline]
     # The change form template puts the conditions inline after "Stimuli" and the list of
     # source images after "Source images": what makes the stimuli stays together.
@@ -278,7 +280,12 @@ class StudyAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "slug", "description"]}),
         (
             "Generation",
-            {"fields": ["status", "generation_progress", "rater_link", "results_link", "origin"]},
+            {
+                "fields": [
+                    "status", "generation_progress", "rater_link", "results_link", "origin",
+                    "declined",
+                ]
+            },  # fmt: skip
         ),
         (
             "Stimuli",
@@ -376,6 +383,10 @@ class StudyAdmin(admin.ModelAdmin):
     def save_and_generate(self, request, study: Study):
         self.start_generation(request, study, saved=True)
         return redirect(reverse("admin:studies_study_change", args=[study.pk]))
+
+    @admin.display(description="Declined consent")
+    def declined(self, study):
+        return f"{study.declined_count} (a count: nothing else of them is stored)"
 
     @admin.display(description="Progress")
     def generation_progress(self, study):

@@ -10,6 +10,10 @@ from rating.api import post_vote
 
 from .api import api
 
+admin.site.site_header = "twoafc administration"
+admin.site.site_title = "twoafc admin"
+admin.site.index_title = "Studies, raters, datasets and fits"
+
 # Log in, log out and change the password, for researchers (who never see the admin); at
 # /accounts/, where login_required sends anyone not logged in.
 accounts = [
