@@ -66,6 +66,8 @@ def test_a_researcher_freezes_downloads_and_reads_the_report(
 
     # Freeze a snapshot of the study; a real worker process builds it.
     page.get_by_role("link", name="Snapshots").click()
+    page.wait_for_url(f"**/studies/{study.slug}/download/")
+    page.locator("table.counts").wait_for()
     assert shown_counts(page) == counts
     page.get_by_label("License").fill("CC-BY-4.0")
     screenshot(page, "03-download-page")
