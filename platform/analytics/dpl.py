@@ -1,4 +1,4 @@
-"""DPL: a learned perceptual distance of the LPIPS form (REFERENCE.md §3).
+"""DPL: a learned perceptual distance of the LPIPS form (``lpips`` 0.1.4, ``lpips/lpips.py``).
 
 Read top to bottom, this file is the whole model::
 
@@ -308,7 +308,7 @@ class DPL(nn.Module):
         if not torch.isfinite(w).all():
             raise ValueError("weights must be finite")
         if (w < 0).any():
-            raise ValueError("DPL weights must be >= 0 (REFERENCE.md §3)")
+            raise ValueError("DPL weights must be >= 0 (as in lpips, whose training clamps them)")
         with torch.no_grad():
             for lin, part in zip(self.lins, torch.split(w, CHANNELS), strict=True):
                 lin.weight.copy_(part.reshape(lin.weight.shape))

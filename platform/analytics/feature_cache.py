@@ -1,4 +1,4 @@
-"""φ per stimulus, computed once and kept on disk (REFERENCE.md §3, "Consequence").
+"""φ per stimulus, computed once and kept on disk (d is linear in the weights: ``analytics.dpl``).
 
 A stimulus is a (reference, distorted) pair; its φ (1152 float32 numbers for AlexNet) depends
 only on the frozen trunk and the two images. So the cache is keyed by

@@ -1,4 +1,4 @@
-"""Fit DPL weights to 2AFC votes (REFERENCE.md §3); scores are in ``analytics.scoring``.
+"""Fit DPL weights to 2AFC votes (LPIPS's ``train.py`` and ``lpips/trainer.py``); scores are in ``analytics.scoring``.
 
 Pipeline: ``compute_features`` runs the frozen trunk once per (reference, distorted) pair
 and caches phi (N x 1152). Because d = w . phi, ``fit_weights`` then trains only the 1152
@@ -148,7 +148,7 @@ def fit_weights(
 ) -> FitResult:
     """Fit non-negative w so that d0 = phi0 . w, d1 = phi1 . w agree with the votes.
 
-    ``judge``: fraction of raters that chose p1 (REFERENCE.md §1), in [0, 1].
+    ``judge``: fraction of raters that chose p1 (the BAPPS judge), in [0, 1].
 
     ``loss="rank"``: the LPIPS ranking loss, BCE(judge, sigmoid(G(d0, d1))) with G a
     5->32->32->1 network trained jointly with w (``JudgeNet``).

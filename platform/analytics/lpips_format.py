@@ -1,4 +1,4 @@
-"""Read and write DPL weights as lpips weight files (REFERENCE.md §3, "Weight files").
+"""Read and write DPL weights as lpips weight files (``lpips`` 0.1.4).
 
 An lpips AlexNet weight file is a state dict with exactly five tensors::
 

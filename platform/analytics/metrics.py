@@ -11,7 +11,7 @@ callables, name -> distance. ``dpl_metric`` makes the entry for a fitted DPL wei
 Networks never download anything. The ``lpips`` trunks read torchvision's ImageNet files from
 ``$TORCH_HOME/hub/checkpoints/`` (``lpips_trunk_checkpoint`` names each); when one is
 missing the metric raises ``dpl.BackboneUnavailable`` naming the file, and never falls back
-to a random trunk. "stlpips-alex" (REFERENCE.md §4) is the trained network that works
+to a random trunk. "stlpips-alex" (Ghildyal & Liu, ECCV 2022) is the trained network that works
 offline.
 
 This module does not import Django.
@@ -202,7 +202,7 @@ def _dpl_model(backbone: str, weights: str | None) -> dpl.DPL:
 
 def stlpips_distance(ref, dist, batch_size: int = 64) -> np.ndarray:
     """The shift-tolerant LPIPS network of ``stlpips-pytorch`` with its own trained heads
-    (REFERENCE.md §4): works offline; ``BackboneUnavailable`` if the wheel's file is missing."""
+    (Ghildyal & Liu, ECCV 2022): works offline; ``BackboneUnavailable`` if the wheel's file is missing."""
     a, b = _pairs(ref, dist)
     return _net_distance(_dpl_model("stlpips-alex", None), a, b, batch_size)
 

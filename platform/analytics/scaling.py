@@ -37,7 +37,7 @@ JND_PROBIT = float(norm.ppf(0.75))
 
 
 def judge_fractions(n_p0, n_p1) -> np.ndarray:
-    """Per triplet, the fraction of votes for p1 (REFERENCE.md §1); nan without votes."""
+    """Per triplet, the fraction of votes for p1 (the BAPPS judge); nan without votes."""
     n0 = np.asarray(n_p0, dtype=np.float64)
     n1 = np.asarray(n_p1, dtype=np.float64)
     with np.errstate(invalid="ignore"):

@@ -1,4 +1,4 @@
-"""2AFC scores with bootstrap intervals, overall and broken down by group (REFERENCE.md §1).
+"""2AFC scores with bootstrap intervals, overall and broken down by group (Zhang et al., CVPR 2018).
 
 Point estimates are ``score_2afc`` (a metric) and ``human_ceiling`` (two random raters,
 leave-one-out). Intervals are percentile bootstrap intervals over triplets:
@@ -106,7 +106,7 @@ def bootstrap_interval(
 
 
 def score_2afc(d0, d1, judge) -> float:
-    """2AFC score (LPIPS ``score_2afc_dataset``; REFERENCE.md §1):
+    """2AFC score (LPIPS ``score_2afc_dataset`` in ``lpips/trainer.py``):
     mean((d0<d1)(1-g) + (d1<d0)g + 0.5(d0==d1)), g = fraction that chose p1.
     The expected agreement of the metric with one random rater."""
     shapes = {np.shape(np.ravel(v)) for v in (d0, d1, judge)}
@@ -130,7 +130,7 @@ def bootstrap_2afc(
 
 
 def human_ceiling(n_p0, n_p1) -> float:
-    """Mean human-human agreement (REFERENCE.md §1): per triplet the chance that two
+    """Mean human-human agreement (Zhang et al., CVPR 2018): per triplet the chance that two
     random raters agree, g^2 + (1-g)^2. With n = n0 + n1 votes, plugging g = n1/n into that
     is biased upwards (a single vote "agrees with itself"); we use the leave-one-out estimate
 

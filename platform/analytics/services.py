@@ -2,7 +2,7 @@
 
 Triplets are split by source image, so no reference is both fitted and scored.
 Features φ(ref, stimulus) are computed once per stimulus, not once per triplet, and cached
-on disk (``analytics.feature_cache``): d is linear in the weights (REFERENCE.md §3), so each
+on disk (``analytics.feature_cache``): d is linear in the weights (see ``analytics.dpl``), so each
 triplet only indexes them and a re-fit after new votes only computes the new stimuli.
 
 A fit runs inline (``fit_dpl``, the command line) or as a job (``queue_fit`` → Celery task

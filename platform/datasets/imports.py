@@ -16,17 +16,17 @@ unchanged:
   control). A triplet's i-th vote belongs to pseudo rater i, so no rater votes twice on one
   triplet, as for collected data.
 
-BAPPS (REFERENCE.md §2): ``<root>/<split>/<category>/{ref,p0,p1,judge}/`` for 2AFC and
+BAPPS (the LPIPS repository's ``data/dataset/twoafc_dataset.py``): ``<root>/<split>/<category>/{ref,p0,p1,judge}/`` for 2AFC and
 ``{p0,p1,same}/`` for JND; category folders are found up to three levels down, so the
 LPIPS repository's ``dataset/`` (with ``2afc/`` and ``jnd/``) imports as it is. Files pair by
 id (file stem), which is what the loader's sorted order pairs when ids sort alike. A judge g
 becomes n votes, round(g·n) of them for p1: n is ``votes_per_triplet`` when given, else the
-BAPPS count of the split (train 2, val 5; REFERENCE.md §1) when g·n is a whole number, else
+BAPPS count of the split (train 2, val 5; Zhang et al., CVPR 2018) when g·n is a whole number, else
 the smallest n ≤ 100 for which it is (a judge k/n keeps its exact value), else the judge is
 refused. JND pairs have no reference, so they become ``JndPair`` rows with their "same"
 share, outside the analytics.
 
-CLIC (REFERENCE.md §2): rows ``O,A,B,T`` of file names under an image folder, an optional
+CLIC (the 2021 challenge's perceptual track CSVs): rows ``O,A,B,T`` of file names under an image folder, an optional
 ``O,A,B,T`` header; T=0 means people preferred A. Each row is one vote on the triplet
 (ref O, p0 A, p1 B). Identical triplets (the same three images), in either format, are one
 triplet with the votes added up.
@@ -72,7 +72,7 @@ from studies.models import (
 from studies.services import png_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
-BAPPS_VOTES = {"train": 2, "val": 5}  # judgments per triplet in BAPPS (REFERENCE.md §1)
+BAPPS_VOTES = {"train": 2, "val": 5}  # judgments per triplet in BAPPS (Zhang et al., CVPR 2018, section 2)
 MAX_INFERRED_VOTES = 100
 MAX_NPY_BYTES = 4096  # a one-value .npy is about 130 bytes
 CATEGORY_DEPTH = 3  # <root>/2afc/<split>/<category>

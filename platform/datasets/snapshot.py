@@ -2,12 +2,13 @@
 
 What a snapshot holds (paths relative to its root):
 
-- ``<split>/<category>/{ref,p0,p1}/<id>.png`` and ``judge/<id>.npy`` (REFERENCE.md §2):
+- ``<split>/<category>/{ref,p0,p1}/<id>.png`` and ``judge/<id>.npy`` (LPIPS repository,
+  ``data/dataset/twoafc_dataset.py``):
   the BAPPS layout LPIPS's ``TwoAFCDataset`` loads, split into train/val by source
   image. Ids are zero-padded, so the four folders sort alike; a judge holds one
   float, the fraction of counted votes for p1.
 - ``votes.csv`` and ``votes.parquet``: one row per non-practice vote of every rater,
-  in the pwcmp-style columns of REFERENCE.md §6, plus both sides' codec, level and
+  in the long-format columns of Mantiuk's pwcmp toolbox, plus both sides' codec, level and
   bpp and the rater's quality flags. Rater and session ids are HMACs keyed by the
   snapshot's salt: stable within a snapshot, meaningless outside it.
 - ``stimuli.csv``: per image, its codec, level, bpp, source, patch position and sha256.

@@ -1,7 +1,7 @@
 """Bots that rate through the HTTP API, as a browser does (in the spirit of oTree's bots).
 
 The simulated observer answers by a noisy perceptual distance: the trained
-shift-tolerant LPIPS network (REFERENCE.md §4), which was fitted to human 2AFC
+shift-tolerant LPIPS network (Ghildyal & Liu, ECCV 2022; weights from the PyPI wheel ``stlpips-pytorch``), which was fitted to human 2AFC
 judgements, with a logistic choice rule. It only ever sees what a browser sees:
 the image URLs the API hands out.
 """

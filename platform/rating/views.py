@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, render
 
 from studies.models import Study
 
-# Query parameters the crowd markets append to the study URL (REFERENCE.md §5).
+# Query parameters the crowd markets append to the study URL (Prolific's and MTurk ExternalQuestion's documentation).
 MARKET_PARAMS = (
     "PROLIFIC_PID",
     "STUDY_ID",

@@ -1,4 +1,4 @@
-"""Feature caching, weight fitting and scoring (REFERENCE.md §1, §3)."""
+"""Feature caching, weight fitting and scoring (Zhang et al., CVPR 2018; lpips 0.1.4)."""
 
 import io
 
