@@ -13,7 +13,7 @@
    inserted with ``bulk_create`` in batches. Most raters prefer the stimulus with
    more bits (a logistic in the log-bpp ratio), answer in about 1.1 s, get
    sentinels right and mostly answer a repeat as before; one in 25 answers too
-   fast and one in 25 always picks the left side. ``quality.services.refresh_study``
+   fast and one in 25 always picks the left side. ``rating.services.refresh_study_quality``
    then flags those (and a few unlucky others), so the snapshot has exclusions.
 3. Runs the build in a child process (this script with ``--child build``):
    Django is set up and the ``snapshot`` command imported, the RSS is read, then
@@ -214,7 +214,7 @@ def _insert_votes(batch: list) -> int:
 
 def seed(args, study) -> dict:
     """Step 2: sessions, trials and votes, then quality control's flags."""
-    from quality.services import refresh_study
+    from rating.services import refresh_study_quality
 
     rng = random.Random(args.seed)
     per_session = (
@@ -227,7 +227,7 @@ def seed(args, study) -> dict:
     started = time.perf_counter()
     seed_sessions(study, raters, rng)
     votes = seed_votes(study, rng)
-    refresh_study(study)
+    refresh_study_quality(study)
     flagged = study.sessions.filter(flagged=True).count()
     info = {"raters": raters, "votes": votes, "flagged_raters": flagged,
             "seed_s": round(time.perf_counter() - started, 1)}  # fmt: skip

@@ -18,7 +18,7 @@ from .models import FitJob, FitReport
 
 
 def _backbones() -> list[tuple[str, str]]:
-    from .dpl import BACKBONES
+    from .dpl import BACKBONES  # deferred: dpl loads torch, which web processes never need
 
     return [(b, b) for b in BACKBONES]
 
@@ -34,7 +34,7 @@ class FitJobForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        from . import services
+        from . import services  # deferred: services load torch (through dpl)
 
         try:
             services.check_fit_settings(
@@ -66,7 +66,7 @@ class FitJobAdmin(JobAdminMixin, admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
-        from . import services
+        from . import services  # deferred: services load torch (through dpl)
 
         services.queue_fit(obj, enqueue=tasks.enqueue_fit)
         if obj.enqueued is False:

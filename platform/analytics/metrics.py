@@ -135,7 +135,7 @@ def msssim_distance(ref, dist, batch_size: int = 256) -> np.ndarray:
 
 
 def _torchvision_weights(net: str):
-    import torchvision.models as tv
+    import torchvision.models as tv  # deferred: only the torchvision-trunk metrics need it
 
     weights = {
         "alex": tv.AlexNet_Weights.IMAGENET1K_V1,
@@ -168,7 +168,7 @@ def _check_lpips_trunk(net: str) -> Path:
 
 @functools.cache
 def _lpips_model(net: str, checkpoint: str) -> torch.nn.Module:
-    import lpips
+    import lpips  # deferred: the lpips package, only for the "lpips-*" metrics
 
     with warnings.catch_warnings():
         # lpips 0.1.4 calls torchvision with the deprecated ``pretrained=`` argument.

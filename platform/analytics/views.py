@@ -1,14 +1,14 @@
 """Researcher pages: a study's results report, on the page and as one downloadable HTML file.
 
-Staff and researchers (``twoafc.access``) read the report of every study; anyone else who
+Staff and researchers (``studies.access``) read the report of every study; anyone else who
 is logged in gets a 403 page that says how to become a researcher.
 """
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from studies.access import researcher_required
 from studies.models import Study
-from twoafc.access import researcher_required
 
 
 def study_report(study: Study):

@@ -72,7 +72,7 @@ from studies.models import (
 from studies.services import png_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
-BAPPS_VOTES = {"train": 2, "val": 5}  # judgments per triplet in BAPPS (Zhang et al., CVPR 2018, section 2)
+BAPPS_VOTES = {"train": 2, "val": 5}  # judgments per triplet in BAPPS (Zhang et al., 2018)
 MAX_INFERRED_VOTES = 100
 MAX_NPY_BYTES = 4096  # a one-value .npy is about 130 bytes
 CATEGORY_DEPTH = 3  # <root>/2afc/<split>/<category>

@@ -24,8 +24,8 @@ from django.utils import timezone
 from jobs import services as jobs
 from rating.models import Vote
 from rating.selectors import rater_set, vote_counts
+from studies.access import is_researcher
 from studies.models import Study
-from twoafc.access import is_researcher
 
 from .models import ApiToken, DownloadLog, Snapshot, SnapshotFile, hash_token, new_salt
 from .snapshot import VOTE_COLUMNS, DirSink, Frozen, StorageSink, WrittenFile, copy_out
@@ -70,7 +70,7 @@ def export_bapps(study: Study, out_dir: str | Path) -> dict:
 
 
 def can_freeze(user) -> bool:
-    """Staff and researchers (``twoafc.access``) freeze snapshots of any study."""
+    """Staff and researchers (``studies.access``) freeze snapshots of any study."""
     return is_researcher(user)
 
 

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_POST
 
 from jobs.services import QUEUE_DOWN
 from rating.selectors import count_rows, vote_counts
+from studies.access import is_researcher, researcher_required
 from studies.models import Study
-from twoafc.access import is_researcher, researcher_required
 
 from . import services, tasks
 from .downloads import Reader, archive_response, file_response, readable_snapshot

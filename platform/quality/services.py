@@ -14,14 +14,15 @@ probability at most ``qc_screen_out_alpha``. The same test raises the
 with enough data for a careful rater to be flagged rarely (``MIN_TRIALS``).
 Flagged raters are left out of exports and fits when the study says so; an admin
 can include or exclude any rater by hand (``RaterSession.quality_override``).
+
+These are rules over plain data (``AnsweredTrial``): reading a session's trials and storing
+its measures is ``rating``'s (``rating.selectors.session_trials``,
+``rating.services.refresh_quality``), so this app sits below ``rating`` and imports none of it.
 """
 
 import statistics
 from dataclasses import dataclass
 
-from django.db.models import Q
-
-from rating.models import RaterSession, Trial
 from studies.models import Study
 from studies.screening import screen_out_cutoff, screens_out
 
@@ -40,6 +41,10 @@ MIN_TRIALS = {
 }
 
 
+# Trial kinds, as ``rating.models.Trial.Kind`` stores them.
+PRACTICE, REGULAR, SENTINEL, REPEAT = "practice", "regular", "sentinel", "repeat"
+
+
 @dataclass(frozen=True)
 class AnsweredTrial:
     """One trial of a session as the measures see it; ``side`` is None while unanswered."""
@@ -53,22 +58,14 @@ class AnsweredTrial:
     rt_ms: float | None
 
 
-def session_trials(session: RaterSession) -> list[AnsweredTrial]:
-    """Every trial of the session with its vote, if any, in one query."""
-    fields = ("pk", "kind", "sentinel_side", "triplet_id", "vote__side", "vote__chose_p1",
-              "vote__rt_ms")  # fmt: skip
-    # order_by(): the default order would join the session for its own ordering.
-    return [AnsweredTrial(*row) for row in session.trials.order_by().values_list(*fields)]
-
-
 def measure(study: Study, trials: list[AnsweredTrial]) -> dict:
     """The quality measures over the answered, non-practice trials."""
-    votes = [t for t in trials if t.side is not None and t.kind != Trial.Kind.PRACTICE]
-    sentinels = [t for t in votes if t.kind == Trial.Kind.SENTINEL]
+    votes = [t for t in trials if t.side is not None and t.kind != PRACTICE]
+    sentinels = [t for t in votes if t.kind == SENTINEL]
     correct = sum(t.side == t.sentinel_side for t in sentinels)
     # A repeat's original is the regular trial of the same triplet (one per session).
-    chose_p1 = {t.triplet_id: t.chose_p1 for t in votes if t.kind == Trial.Kind.REGULAR}
-    repeats = [t for t in votes if t.kind == Trial.Kind.REPEAT and t.triplet_id in chose_p1]
+    chose_p1 = {t.triplet_id: t.chose_p1 for t in votes if t.kind == REGULAR}
+    repeats = [t for t in votes if t.kind == REPEAT and t.triplet_id in chose_p1]
     rts = [t.rt_ms for t in votes]
     left = sum(t.side == "left" for t in votes)
     return {
@@ -140,28 +137,3 @@ def quality_fields(study: Study, trials: list[AnsweredTrial]) -> dict:
     reasons = flags_for(study, quality)
     return {"quality": {**quality, "reasons": reasons}, "flags": sorted(reasons),
             "flagged": bool(reasons)}  # fmt: skip
-
-
-def refresh_quality(session: RaterSession) -> dict[str, str]:
-    """Recompute a session's measures and flags and store them; returns the flags' reasons."""
-    fields = quality_fields(session.study, session_trials(session))
-    RaterSession.objects.filter(pk=session.pk).update(**fields)
-    return fields["quality"]["reasons"]
-
-
-def refresh_study(study: Study) -> int:
-    sessions = list(study.sessions.all())
-    for session in sessions:
-        refresh_quality(session)
-    return len(sessions)
-
-
-def included_sessions(study: Study, include_flagged: bool | None = None) -> Q:
-    """A filter on RaterSession for the raters whose votes count in exports and fits."""
-    if include_flagged is None:
-        include_flagged = not study.exclude_flagged_raters
-    if include_flagged:
-        return ~Q(quality_override=RaterSession.QualityOverride.EXCLUDE)
-    return Q(quality_override=RaterSession.QualityOverride.INCLUDE) | Q(
-        quality_override=RaterSession.QualityOverride.AUTO, flagged=False
-    )

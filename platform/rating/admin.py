@@ -3,9 +3,8 @@
 from django.contrib import admin
 from django.db.models import Count
 
-from quality.services import refresh_quality
-
 from .models import RaterSession
+from .services import refresh_quality
 
 
 @admin.register(RaterSession)

@@ -22,10 +22,30 @@ from collections.abc import Iterable
 
 from django.db.models import Count, Q, QuerySet
 
-from quality.services import included_sessions
+from quality.services import AnsweredTrial
 from studies.models import Study, Triplet
 
 from .models import RaterSession, Trial, Vote
+
+
+def included_sessions(study: Study, include_flagged: bool | None = None) -> Q:
+    """A filter on RaterSession for the raters whose votes count in exports and fits."""
+    if include_flagged is None:
+        include_flagged = not study.exclude_flagged_raters
+    if include_flagged:
+        return ~Q(quality_override=RaterSession.QualityOverride.EXCLUDE)
+    return Q(quality_override=RaterSession.QualityOverride.INCLUDE) | Q(
+        quality_override=RaterSession.QualityOverride.AUTO, flagged=False
+    )
+
+
+def session_trials(session: RaterSession) -> list[AnsweredTrial]:
+    """Every trial of the session with its vote, if any, in one query, as
+    ``quality.services`` measures them."""
+    fields = ("pk", "kind", "sentinel_side", "triplet_id", "vote__side", "vote__chose_p1",
+              "vote__rt_ms")  # fmt: skip
+    # order_by(): the default order would join the session for its own ordering.
+    return [AnsweredTrial(*row) for row in session.trials.order_by().values_list(*fields)]
 
 
 def counted_sessions(study: Study, include_flagged: bool | None = None) -> QuerySet[RaterSession]:

@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from quality.services import quality_fields, session_screened_out
 from studies.models import Study
 
 from .assignment import (
@@ -36,6 +37,7 @@ from .assignment import (
     sweep_expired_trials,
 )
 from .models import RaterSession, Trial, Vote
+from .selectors import session_trials
 
 # A tab that was heard from this recently holds its session against other tabs.
 ACTIVE_TAB_WINDOW = timedelta(seconds=90)
@@ -445,8 +447,6 @@ class Completion:
 
 def finish_session(session: RaterSession) -> Completion:
     """Close a session once every trial has its vote, and say how the rater is paid."""
-    from quality.services import quality_fields, session_screened_out, session_trials
-
     trials = session_trials(session)
     missing = sum(trial.side is None for trial in trials)
     if missing:
@@ -492,3 +492,18 @@ def close_if_complete(study: Study) -> bool:
         status=Study.Status.COMPLETE
     )
     return True
+
+
+def refresh_quality(session: RaterSession) -> dict[str, str]:
+    """Recompute a session's measures and flags and store them; returns the flags' reasons."""
+    fields = quality_fields(session.study, session_trials(session))
+    RaterSession.objects.filter(pk=session.pk).update(**fields)
+    return fields["quality"]["reasons"]
+
+
+def refresh_study_quality(study: Study) -> int:
+    """``refresh_quality`` for every session of the study; returns how many."""
+    sessions = list(study.sessions.all())
+    for session in sessions:
+        refresh_quality(session)
+    return len(sessions)

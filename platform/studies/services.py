@@ -398,7 +398,7 @@ def require_gpu_or_fallback(fallback_to_cpu: bool) -> None:
     """GPU codecs run on the CPU of a worker without CUDA, unless configured to refuse."""
     if fallback_to_cpu:
         return
-    import torch
+    import torch  # deferred: heavy, and only this check needs it
 
     if not torch.cuda.is_available():
         raise RuntimeError(

@@ -16,7 +16,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 def _ensure_filesystem_broker_folders() -> None:
     """kombu's filesystem transport needs its folders to exist before it polls."""
-    from django.conf import settings
+    from django.conf import settings  # deferred: the Celery app loads before Django's settings
 
     for folder in getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).values():
         if isinstance(folder, str) and folder.startswith("/"):

@@ -6,6 +6,6 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "twoafc.settings")
-    from django.core.management import execute_from_command_line
+    from django.core.management import execute_from_command_line  # deferred: after the env is set
 
     execute_from_command_line(sys.argv)

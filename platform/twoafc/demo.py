@@ -16,6 +16,8 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from datasets.services import export_bapps
+from rating.selectors import vote_counts
 from studies import services, tasks
 from studies.models import Condition, GenerationJob, Study
 
@@ -47,7 +49,7 @@ def ensure_admin() -> None:
 
 def ensure_study() -> Study:
     """The demo study with its photos and conditions (created once)."""
-    from skimage import data as skdata
+    from skimage import data as skdata  # deferred: heavy, and only the first run needs it
 
     study, created = Study.objects.get_or_create(
         slug=DEMO_SLUG,
@@ -70,8 +72,6 @@ def ensure_study() -> Study:
 
 
 def bot_sessions_needed(study: Study) -> int:
-    from rating.selectors import vote_counts
-
     missing = BOT_VOTES - vote_counts(study)["cast"]
     return max(0, -(-missing // study.trials_per_session))
 
@@ -106,8 +106,6 @@ def export_dir() -> Path:
 
 def fresh_export(study: Study) -> Path:
     """Re-export on every run, so the export holds every vote so far."""
-    from datasets.services import export_bapps
-
     out = export_dir()
     shutil.rmtree(out, ignore_errors=True)
     export_bapps(study, out)

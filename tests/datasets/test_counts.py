@@ -154,7 +154,7 @@ def test_freezing_a_study_without_votes_is_refused_everywhere(
     assert added.status_code == 200 and "Nothing to freeze" in added.text
     # The API: 409 with a detail and a stable reason.
     from datasets.models import ApiToken
-    from twoafc.access import make_researcher
+    from studies.access import make_researcher
 
     user = django_user_model.objects.create_user("ada")
     make_researcher(user)

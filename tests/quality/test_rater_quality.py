@@ -5,10 +5,11 @@ import uuid
 import pytest
 
 from datasets.services import export_bapps
-from quality.services import refresh_quality
+from quality import services as quality_rules
 from rating import services
-from rating.models import RaterSession
+from rating.models import RaterSession, Trial
 from rating.selectors import voted_triplets
+from rating.services import refresh_quality
 from studies.models import Study
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +104,10 @@ def test_thresholds_are_per_study(study):
     Study.objects.filter(pk=study.pk).update(qc_min_median_rt_ms=300)
     session.study.refresh_from_db()
     assert refresh_quality(session) == {}
+
+
+def test_quality_rules_name_the_trial_kinds_rating_stores():
+    assert {
+        quality_rules.PRACTICE, quality_rules.REGULAR, quality_rules.SENTINEL,
+        quality_rules.REPEAT,
+    } == set(Trial.Kind.values)  # fmt: skip

@@ -40,7 +40,7 @@ def count_snapshot_votes(apps, schema_editor):
 def researchers_group(apps, schema_editor):
     """The "Researchers" group: its members may freeze snapshots, download them and read
     the results report of every study (datasets.services.can_freeze)."""
-    from django.contrib.auth.management import create_permissions
+    from django.contrib.auth.management import create_permissions  # deferred: auth's app code
 
     # Permissions are made after migrations run; on a new database make them now.
     for app_config in apps.get_app_configs():

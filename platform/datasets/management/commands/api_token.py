@@ -2,7 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from datasets.models import ApiToken
-from twoafc.access import make_researcher
+from studies.access import make_researcher
 
 
 class Command(BaseCommand):

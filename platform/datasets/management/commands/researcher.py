@@ -3,7 +3,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from twoafc.access import make_researcher
+from studies.access import make_researcher
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics.services import fit_dpl
+from analytics.simulation import local_server, simulate_raters
 from rating.selectors import vote_counts
-from rating.simulation import local_server, simulate_raters
 from studies.services import study_counts
 from twoafc import demo, processes
 

@@ -3,7 +3,7 @@ from contextlib import nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rating.simulation import local_server, simulate_raters
+from analytics.simulation import local_server, simulate_raters
 from studies.models import Study
 
 

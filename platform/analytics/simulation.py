@@ -1,9 +1,11 @@
 """Bots that rate through the HTTP API, as a browser does (in the spirit of oTree's bots).
 
 The simulated observer answers by a noisy perceptual distance: the trained
-shift-tolerant LPIPS network (Ghildyal & Liu, ECCV 2022; weights from the PyPI wheel ``stlpips-pytorch``), which was fitted to human 2AFC
-judgements, with a logistic choice rule. It only ever sees what a browser sees:
-the image URLs the API hands out.
+shift-tolerant LPIPS network (Ghildyal & Liu, ECCV 2022; weights from the PyPI wheel
+``stlpips-pytorch``), which was fitted to human 2AFC judgements, with a logistic choice
+rule. It only ever sees what a browser sees: the image URLs the API hands out. It lives in
+``analytics`` because it scores images with ``analytics.dpl``; it talks to ``rating`` only
+over HTTP.
 """
 
 import io
@@ -29,7 +31,7 @@ class SimulatedObserver:
     """
 
     def __init__(self, sharpness: float = 8.0, seed: int = 0):
-        from analytics.dpl import load_dpl
+        from analytics.dpl import load_dpl  # deferred: torch loads only when a bot rates
 
         self.net = load_dpl("stlpips-alex")
         self.sharpness = sharpness
@@ -38,7 +40,7 @@ class SimulatedObserver:
 
     def choose(self, client: "ApiClient", trials: list[dict]) -> list[str]:
         """A side for each trial (dicts with ``reference``, ``left`` and ``right`` URLs)."""
-        from analytics.fitting import compute_features
+        from analytics.fitting import compute_features  # deferred: torch, as above
 
         pairs = [(t["reference"], t[side]) for t in trials for side in ("left", "right")]
         new = sorted({pair for pair in pairs if pair not in self._distances})
@@ -147,7 +149,7 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 @contextmanager
 def local_server():
     """Serve the Django app on a free loopback port for the length of the block; yields its URL."""
-    from django.core.wsgi import get_wsgi_application
+    from django.core.wsgi import get_wsgi_application  # deferred: only when a server starts
 
     server = make_server(
         "127.0.0.1",
