@@ -24,6 +24,25 @@ def photo_png(name: str) -> bytes:
     return buffer.getvalue()
 
 
+# What makes a test slow: a real process (worker, server, browser) or a marker that needs one;
+# every test in tests/outside starts a production server.
+SLOW_FIXTURES = {"worker", "workers", "live_server", "production_server", "open_page"}
+SLOW_MARKERS = {"browser", "integration"}
+SLOW_FOLDERS = {"outside"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that starts a process, so ``pytest -m "not slow"`` is the
+    quick loop (README, "Tests"); tests slow for other reasons carry the marker themselves."""
+    for item in items:
+        if (
+            SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(item.get_closest_marker(name) for name in SLOW_MARKERS)
+            or SLOW_FOLDERS & set(item.path.parts)
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path_factory):
     """Each test writes media and models under its own temporary folder."""

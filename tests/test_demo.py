@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 
@@ -24,6 +25,7 @@ def run_demo(data_dir: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the whole demo in a subprocess, twice
 def test_demo_builds_rates_exports_and_fits_then_reuses_it(tmp_path):
     first = run_demo(tmp_path)
     assert first["study"] == "demo"

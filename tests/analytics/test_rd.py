@@ -112,6 +112,7 @@ def rows_of(result, codec, target=None):
     return [r for r in result["images"] if r["codec"] == codec and r["target_bpp"] == target]
 
 
+@pytest.mark.slow  # encodes whole crops at several rates
 def test_per_image_points_are_measured_on_the_whole_encoded_crop(study):
     result = rd.rd_curves(study)
     assert result["metrics"] == ["psnr", "msssim", "dpl"] and result["unavailable"] == {}
